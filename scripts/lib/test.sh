@@ -1,0 +1,77 @@
+# shellcheck shell=bash
+# `./deploy.sh test`: the full local check against the local infra.
+# Sourced by deploy.sh after common.sh, infra.sh and services.sh.
+
+# Arguments of the `cargo test` step: change them here, or for one run with
+# KILN_TEST_ARGS="--workspace -- --test-threads=1" ./deploy.sh test
+KILN_CARGO_TEST_ARGS=(--workspace -- --test-threads=2)
+if [[ -n "${KILN_TEST_ARGS:-}" ]]; then
+  read -r -a KILN_CARGO_TEST_ARGS <<<"$KILN_TEST_ARGS"
+fi
+
+_TEST_NAMES=()
+_TEST_RESULTS=()
+_TEST_TIMES=()
+
+# _test_step NAME CMD...: run one step, record the result; fails when CMD fails.
+_test_step() {
+  local name="$1" started rc=0
+  shift
+  log "[$name] $*"
+  started="$(now_s)"
+  "$@" || rc=$?
+  _TEST_NAMES+=("$name")
+  _TEST_TIMES+=("$(($(now_s) - started))s")
+  if ((rc == 0)); then
+    _TEST_RESULTS+=(PASS)
+  else
+    _TEST_RESULTS+=("FAIL (exit $rc)")
+  fi
+  return "$rc"
+}
+
+_test_summary() {
+  local t0="$1" failed="$2" i all=(infra fmt clippy build test) name seen
+  printf '\n%s\n' "$(bold "== kiln test summary ==")"
+  for name in "${all[@]}"; do
+    seen=0
+    for i in "${!_TEST_NAMES[@]}"; do
+      if [[ "${_TEST_NAMES[$i]}" == "$name" ]]; then
+        printf '  %-7s %-15s %s\n' "$name" "${_TEST_RESULTS[$i]}" "${_TEST_TIMES[$i]}"
+        seen=1
+      fi
+    done
+    ((seen)) || printf '  %-7s %s\n' "$name" "not run"
+  done
+  printf '  total   %ss (infra is left running; ./deploy.sh down stops it)\n' "$(($(now_s) - t0))"
+  if [[ -n "$failed" ]]; then
+    printf '%sFAIL%s: step %s failed\n' "$_C_RED" "$_C_OFF" "$failed"
+    return 1
+  fi
+  printf '%sPASS%s: infra, fmt, clippy, build and test all passed\n' "$_C_GRN" "$_C_OFF"
+}
+
+# kiln_test TIMEOUT
+kiln_test() {
+  local timeout="$1" t0 failed=""
+  t0="$(now_s)"
+  # A separate process, so `set -e` applies inside it (it would not inside `if`).
+  if ! _test_step infra "$KILN_ROOT/deploy.sh" infra --wait --timeout "$timeout"; then
+    _test_summary "$t0" infra
+    return 1
+  fi
+  export_infra_env
+  command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust via rustup)"
+  cd "$KILN_ROOT" || return 1
+  # Stop at the first failing step.
+  if ! _test_step fmt cargo fmt --all -- --check; then
+    failed="fmt"
+  elif ! _test_step clippy cargo clippy --workspace --all-targets -- -D warnings; then
+    failed="clippy"
+  elif ! _test_step build cargo build --workspace --bins; then
+    failed="build"
+  elif ! _test_step test cargo test "${KILN_CARGO_TEST_ARGS[@]}"; then
+    failed="test"
+  fi
+  _test_summary "$t0" "$failed"
+}

@@ -1,0 +1,13 @@
+//! Kiln's `event-replay`: Stores every event and replays stored events back into Kafka.
+//!
+//! The binary's life cycle (config, telemetry, infrastructure, health, drain) comes from
+//! `shared::app`; this crate contributes only the service's own components.
+
+use shared::app::{Components, ServiceContext};
+
+pub const SERVICE_NAME: &str = "event-replay";
+
+/// Builds this service's components.
+pub async fn build(_context: ServiceContext) -> anyhow::Result<Components> {
+    Ok(Components::default())
+}

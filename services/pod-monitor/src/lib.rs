@@ -1,0 +1,13 @@
+//! Kiln's `pod-monitor`: Watches executors and turns what it sees into executor and execution events.
+//!
+//! The binary's life cycle (config, telemetry, infrastructure, health, drain) comes from
+//! `shared::app`; this crate contributes only the service's own components.
+
+use shared::app::{Components, ServiceContext};
+
+pub const SERVICE_NAME: &str = "pod-monitor";
+
+/// Builds this service's components.
+pub async fn build(_context: ServiceContext) -> anyhow::Result<Components> {
+    Ok(Components::default())
+}

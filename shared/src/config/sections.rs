@@ -1,0 +1,318 @@
+//! The typed sections of `config.toml`. Every field has a default so a partial file is valid;
+//! `config.toml` at the repository root documents each key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::redact::{redacted, redacted_url};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    /// Prepended to every event type to form its topic, e.g. `dev_execution_requested`.
+    pub topic_prefix: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub retention_hours: u64,
+    /// Scripts travel inside events, so topics and producers accept messages up to this size.
+    pub max_message_bytes: u32,
+    pub session_timeout_ms: u32,
+    /// Messages buffered per assigned partition before that partition is paused.
+    pub partition_queue_capacity: usize,
+    /// How long a revoked partition may take to finish its in-flight message; must stay well
+    /// below `session_timeout_ms` or the group evicts us mid-drain.
+    pub revoke_drain_timeout_ms: u64,
+    /// How long the producer waits for a delivery report before failing the publish.
+    pub delivery_timeout_ms: u32,
+    pub retry: RetryConfig,
+    /// Extra librdkafka properties applied to every client, e.g. `"statistics.interval.ms" = "5000"`.
+    pub client_overrides: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic_prefix: "dev_".into(),
+            partitions: 6,
+            replication_factor: 1,
+            retention_hours: 168,
+            max_message_bytes: 4 * 1024 * 1024,
+            session_timeout_ms: 10_000,
+            partition_queue_capacity: 8,
+            revoke_drain_timeout_ms: 4_000,
+            delivery_timeout_ms: 30_000,
+            retry: RetryConfig::default(),
+            client_overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// Backoff for retryable handler errors; a message that exhausts it goes to the dead-letter topic.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        // 12 attempts with a 5 s cap ride out a ~40 s outage of MongoDB or Redis before a message
+        // is dead-lettered, so a transient outage never fills the DLQ.
+        Self {
+            max_attempts: 12,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MongoConfig {
+    #[serde(serialize_with = "redacted_url")]
+    pub uri: SecretString,
+    pub database: String,
+    pub connect_timeout_ms: u64,
+    pub server_selection_timeout_ms: u64,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        Self {
+            uri: SecretString::from("mongodb://127.0.0.1:27017/?directConnection=true"),
+            database: "kiln".into(),
+            connect_timeout_ms: 3_000,
+            server_selection_timeout_ms: 3_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    #[serde(serialize_with = "redacted_url")]
+    pub url: SecretString,
+    pub key_prefix: String,
+    pub response_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("redis://127.0.0.1:6379/"),
+            key_prefix: "kiln:".into(),
+            response_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`; empty disables export
+    /// (trace context is still created and propagated).
+    pub otlp_endpoint: String,
+    pub sample_ratio: f64,
+    pub environment: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_level: "info".into(),
+            log_format: LogFormat::Json,
+            otlp_endpoint: String::new(),
+            sample_ratio: 1.0,
+            environment: "dev".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Signs session cookies; at least 32 bytes.
+    #[serde(serialize_with = "redacted")]
+    pub jwt_secret: SecretString,
+    pub session_ttl_minutes: u64,
+    pub request_timeout_seconds: u64,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: SecretString::from(""),
+            session_ttl_minutes: 720,
+            request_timeout_seconds: 30,
+            max_body_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeKind {
+    /// bubblewrap sandboxes on this host
+    Local,
+    /// one hardened pod per execution
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub kind: RuntimeKind,
+    /// Where the local runtime keeps per-execution work and state directories.
+    pub work_dir: String,
+    pub kubernetes_namespace: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            kind: RuntimeKind::Local,
+            work_dir: ".kiln/executions".into(),
+            kubernetes_namespace: "kiln-executors".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_script_bytes: usize,
+    pub default_timeout_seconds: u64,
+    pub max_timeout_seconds: u64,
+    pub max_output_bytes: usize,
+    pub memory_mb: u64,
+    pub max_processes: u64,
+    pub max_file_bytes: u64,
+    /// Executions running at once across the platform.
+    pub global_concurrency: usize,
+    /// Executions running at once for one user.
+    pub per_user_concurrency: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_script_bytes: 1024 * 1024,
+            default_timeout_seconds: 10,
+            max_timeout_seconds: 300,
+            max_output_bytes: 1024 * 1024,
+            memory_mb: 256,
+            max_processes: 64,
+            max_file_bytes: 16 * 1024 * 1024,
+            global_concurrency: 16,
+            per_user_concurrency: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// After SIGTERM, in-flight work gets this long to finish before the process gives up.
+    pub drain_timeout_seconds: u64,
+    /// Each dependency check in `/health/ready` fails after this long.
+    pub readiness_check_timeout_ms: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_seconds: 20,
+            readiness_check_timeout_ms: 1_500,
+        }
+    }
+}
+
+/// Settings every binary has: where it serves health and metrics, and its consumer group.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub http_addr: SocketAddr,
+    #[serde(default)]
+    pub consumer_group: String,
+}
+
+impl ServiceConfig {
+    fn new(port: u16, group: &str) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            consumer_group: group.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServicesConfig {
+    pub api: ServiceConfig,
+    pub saga_orchestrator: ServiceConfig,
+    pub k8s_worker: ServiceConfig,
+    pub pod_monitor: ServiceConfig,
+    pub result_processor: ServiceConfig,
+    pub event_replay: ServiceConfig,
+    pub dlq_processor: ServiceConfig,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            api: ServiceConfig::new(8080, "api"),
+            saga_orchestrator: ServiceConfig::new(9101, "saga-orchestrator"),
+            k8s_worker: ServiceConfig::new(9102, "k8s-worker"),
+            pod_monitor: ServiceConfig::new(9103, "pod-monitor"),
+            result_processor: ServiceConfig::new(9104, "result-processor"),
+            event_replay: ServiceConfig::new(9105, "event-replay"),
+            dlq_processor: ServiceConfig::new(9106, "dlq-processor"),
+        }
+    }
+}
+
+impl ServicesConfig {
+    /// The settings of the binary called `name` (its crate and process name).
+    pub fn get(&self, name: &str) -> Option<&ServiceConfig> {
+        match name {
+            "api" => Some(&self.api),
+            "saga-orchestrator" => Some(&self.saga_orchestrator),
+            "k8s-worker" => Some(&self.k8s_worker),
+            "pod-monitor" => Some(&self.pod_monitor),
+            "result-processor" => Some(&self.result_processor),
+            "event-replay" => Some(&self.event_replay),
+            "dlq-processor" => Some(&self.dlq_processor),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn all(&self) -> [(&'static str, &ServiceConfig); 7] {
+        [
+            ("api", &self.api),
+            ("saga_orchestrator", &self.saga_orchestrator),
+            ("k8s_worker", &self.k8s_worker),
+            ("pod_monitor", &self.pod_monitor),
+            ("result_processor", &self.result_processor),
+            ("event_replay", &self.event_replay),
+            ("dlq_processor", &self.dlq_processor),
+        ]
+    }
+}

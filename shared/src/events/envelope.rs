@@ -1,0 +1,102 @@
+//! The envelope shared by every event.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{EventPayload, EventType};
+
+/// Who produced an event and on whose behalf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    pub service: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+impl EventMetadata {
+    pub fn new(service: impl Into<String>, user_id: Option<String>) -> Self {
+        Self {
+            service: service.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            user_id,
+        }
+    }
+}
+
+/// One event. `event_type` and `payload` are the two JSON fields produced by the flattened
+/// [`EventPayload`], so the type on the wire always matches the payload's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: Uuid,
+    pub event_version: u16,
+    pub occurred_at: DateTime<Utc>,
+    /// The execution id for execution events; also the Kafka partition key.
+    pub aggregate_id: String,
+    /// Shared by every event of one flow (e.g. one execution's life).
+    pub correlation_id: Uuid,
+    /// The event that caused this one, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    pub metadata: EventMetadata,
+    #[serde(flatten)]
+    pub payload: EventPayload,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message has no payload")]
+    Empty,
+    #[error("payload is not a valid event: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Event {
+    /// A new event that starts a flow: its correlation id is its own id.
+    pub fn new(
+        aggregate_id: impl Into<String>,
+        payload: EventPayload,
+        metadata: EventMetadata,
+    ) -> Self {
+        let event_id = Uuid::now_v7();
+
+        Self {
+            event_id,
+            event_version: payload.event_type().version(),
+            occurred_at: Utc::now(),
+            aggregate_id: aggregate_id.into(),
+            correlation_id: event_id,
+            causation_id: None,
+            metadata,
+            payload,
+        }
+    }
+
+    /// A new event caused by `self`, in the same flow and for the same aggregate.
+    pub fn follow(&self, payload: EventPayload, service: &str) -> Event {
+        let mut next = Event::new(
+            self.aggregate_id.clone(),
+            payload,
+            EventMetadata::new(service, self.metadata.user_id.clone()),
+        );
+        next.correlation_id = self.correlation_id;
+        next.causation_id = Some(self.event_id);
+        next
+    }
+
+    pub fn event_type(&self) -> EventType {
+        self.payload.event_type()
+    }
+
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    pub fn from_json(bytes: Option<&[u8]>) -> Result<Self, DecodeError> {
+        match bytes {
+            None | Some([]) => Err(DecodeError::Empty),
+            Some(bytes) => Ok(serde_json::from_slice(bytes)?),
+        }
+    }
+}

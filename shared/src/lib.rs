@@ -1,0 +1,12 @@
+//! Code shared by every Kiln service, split by concern.
+
+pub mod app;
+pub mod config;
+pub mod errors;
+pub mod events;
+pub mod health;
+pub mod kafka;
+pub mod lifecycle;
+pub mod mongo;
+pub mod redis;
+pub mod telemetry;

@@ -1,0 +1,65 @@
+//! MongoDB connection, index set-up and health check.
+
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database, IndexModel};
+use secrecy::ExposeSecret;
+
+use crate::config::MongoConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MongoError {
+    #[error("mongodb URI is invalid")]
+    Uri(#[source] mongodb::error::Error),
+    #[error("mongodb client could not be created")]
+    Client(#[source] mongodb::error::Error),
+    #[error("creating indexes on {collection} failed")]
+    Indexes {
+        collection: String,
+        #[source]
+        source: mongodb::error::Error,
+    },
+    #[error("mongodb ping failed")]
+    Ping(#[source] mongodb::error::Error),
+}
+
+/// A database handle. The driver connects lazily; call [`ping`] to know the server answers.
+pub async fn connect(cfg: &MongoConfig, app_name: &str) -> Result<Database, MongoError> {
+    let mut options = ClientOptions::parse(cfg.uri.expose_secret())
+        .await
+        .map_err(MongoError::Uri)?;
+    options.app_name = Some(app_name.to_owned());
+    options.connect_timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
+    options.server_selection_timeout = Some(Duration::from_millis(cfg.server_selection_timeout_ms));
+    let client = Client::with_options(options).map_err(MongoError::Client)?;
+    Ok(client.database(&cfg.database))
+}
+
+pub async fn ping(db: &Database) -> Result<(), MongoError> {
+    db.run_command(doc! { "ping": 1 })
+        .await
+        .map(|_| ())
+        .map_err(MongoError::Ping)
+}
+
+/// Creates `indexes` on `collection`; creating an index that exists with the same options is a
+/// no-op, so every start can call this.
+pub async fn ensure_indexes(
+    db: &Database,
+    collection: &str,
+    indexes: Vec<IndexModel>,
+) -> Result<(), MongoError> {
+    if indexes.is_empty() {
+        return Ok(());
+    }
+    db.collection::<Document>(collection)
+        .create_indexes(indexes)
+        .await
+        .map(|_| ())
+        .map_err(|source| MongoError::Indexes {
+            collection: collection.to_owned(),
+            source,
+        })
+}
