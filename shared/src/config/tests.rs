@@ -10,6 +10,14 @@ use super::*;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
+/// A figment jail without any inherited `KILN__*` variables (`./deploy.sh test` sets some).
+fn jailed(f: impl FnOnce(&mut Jail) -> figment::error::Result<()>) {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        f(jail)
+    });
+}
+
 fn write_config(jail: &mut Jail, body: &str) -> std::path::PathBuf {
     let full = format!("[api]\njwt_secret = \"{SECRET}\"\n{body}");
     jail.create_file("config.toml", &full).unwrap();
@@ -23,7 +31,7 @@ fn load_err(path: &Path) -> String {
 #[test]
 fn the_repository_config_file_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.toml");
-    Jail::expect_with(|_| {
+    jailed(|_| {
         let config = Config::load(&path).expect("config.toml must load");
         assert_eq!(config.kafka.topic_prefix, "dev_");
         assert_eq!(config.kafka.partitions, 6);
@@ -34,7 +42,7 @@ fn the_repository_config_file_is_valid() {
 
 #[test]
 fn file_values_override_defaults() {
-    Jail::expect_with(|jail| {
+    jailed(|jail| {
         let path = write_config(jail, "[kafka]\npartitions = 3\n");
         let config = Config::load(&path).unwrap();
         assert_eq!(config.kafka.partitions, 3);
@@ -48,7 +56,7 @@ fn file_values_override_defaults() {
 
 #[test]
 fn environment_overrides_the_file() {
-    Jail::expect_with(|jail| {
+    jailed(|jail| {
         let path = write_config(jail, "[kafka]\nbootstrap_servers = \"file:9092\"\n");
         jail.set_env("KILN__KAFKA__BOOTSTRAP_SERVERS", "env:9092");
         jail.set_env(
@@ -64,7 +72,7 @@ fn environment_overrides_the_file() {
 
 #[test]
 fn a_value_of_the_wrong_type_names_its_key() {
-    Jail::expect_with(|jail| {
+    jailed(|jail| {
         let path = write_config(jail, "[kafka]\npartitions = \"six\"\n");
         let message = load_err(&path);
         assert!(message.contains("kafka.partitions"), "{message}");
@@ -74,7 +82,7 @@ fn a_value_of_the_wrong_type_names_its_key() {
 
 #[test]
 fn a_bad_environment_value_names_its_key() {
-    Jail::expect_with(|jail| {
+    jailed(|jail| {
         let path = write_config(jail, "");
         jail.set_env("KILN__LIMITS__MEMORY_MB", "lots");
         let message = load_err(&path);
@@ -88,7 +96,7 @@ fn a_bad_environment_value_names_its_key() {
 
 #[test]
 fn an_unknown_key_is_rejected() {
-    Jail::expect_with(|jail| {
+    jailed(|jail| {
         let path = write_config(jail, "[kafka]\nbootstrap_server = \"typo:9092\"\n");
         let message = load_err(&path);
         assert!(message.contains("bootstrap_server"), "{message}");
@@ -128,7 +136,7 @@ fn semantic_checks_name_the_key() {
         ),
     ];
     for (body, key) in cases {
-        Jail::expect_with(|jail| {
+        jailed(|jail| {
             let path = write_config(jail, body);
             let message = load_err(&path);
             assert!(message.contains(key), "{body:?}: {message}");
@@ -139,7 +147,7 @@ fn semantic_checks_name_the_key() {
 
 #[test]
 fn a_short_jwt_secret_is_rejected() {
-    Jail::expect_with(|jail| {
+    jailed(|jail| {
         jail.create_file("config.toml", "[api]\njwt_secret = \"short\"\n")?;
         let message = load_err(&jail.directory().join("config.toml"));
         assert!(message.contains("api.jwt_secret"), "{message}");
@@ -150,7 +158,7 @@ fn a_short_jwt_secret_is_rejected() {
 #[test]
 fn the_dev_secret_is_refused_outside_dev() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.toml");
-    Jail::expect_with(|jail| {
+    jailed(|jail| {
         jail.set_env("KILN__TELEMETRY__ENVIRONMENT", "production");
         let message = load_err(&path);
         assert!(message.contains("api.jwt_secret"), "{message}");
@@ -166,7 +174,7 @@ fn a_missing_file_is_reported() {
 
 #[test]
 fn dumped_config_redacts_every_secret() {
-    Jail::expect_with(|jail| {
+    jailed(|jail| {
         let path = write_config(
             jail,
             "[mongo]\nuri = \"mongodb://kiln:hunter2@db:27017/?authSource=admin\"\n\

@@ -42,14 +42,13 @@ pub struct ConsumerSettings {
 ///
 /// A fatal handler error cancels `shutdown` itself (the process cannot go on) and is returned.
 pub async fn run_consumer<H: Handler>(
-    cfg: &KafkaConfig,
+    cfg: KafkaConfig,
     settings: ConsumerSettings,
     handler: Arc<H>,
     producer: EventProducer,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
     let runtime = tokio::runtime::Handle::current();
-    let cfg = cfg.clone();
     let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
     let fatal_seen = Arc::clone(&fatal);
     let group = settings.group_id.clone();
