@@ -364,12 +364,18 @@ async fn a_message_whose_handler_never_finished_is_delivered_again() {
 }
 
 /// Sleeps a little per message so the one-slot partition queue fills and the partition pauses.
-#[derive(Clone, Default)]
-struct Slow(Collector);
+#[derive(Clone)]
+struct Slow(Collector, Duration);
+
+impl Slow {
+    fn new(delay_ms: u64) -> Self {
+        Self(Collector::default(), Duration::from_millis(delay_ms))
+    }
+}
 
 impl Handler for Slow {
     async fn handle(&self, message: &InboundMessage) -> Result<(), HandlerError> {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(self.1).await;
         self.0.handle(message).await
     }
 }
@@ -384,7 +390,7 @@ async fn a_full_partition_queue_pauses_and_resumes_without_loss() {
         producer.publish(&event).await.unwrap();
         sent.push(event.event_id);
     }
-    let slow = Slow::default();
+    let slow = Slow::new(5);
     let group = format!("{}slow", config.kafka.topic_prefix);
     let consumer = start(&config, &group, vec![topic], slow.clone(), WAIT);
     assert!(wait_until(WAIT, || slow.0.len() >= sent.len()).await);
@@ -432,4 +438,63 @@ async fn committed_offsets_survive_a_restart_of_the_group() {
         second_batch.iter().map(|e| e.event_id).collect(),
         "a clean stop commits what was done"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_drains_revoked_partitions_so_nothing_is_lost_or_redone() {
+    let (mut config, producer, topic) = setup().await;
+    // Enough partitions that the second member takes some over from the first.
+    config.kafka.partitions = 4;
+    let topic = {
+        let name = format!("{topic}_rebalance");
+        shared::kafka::ensure_topics_named(&config.kafka, std::slice::from_ref(&name))
+            .await
+            .unwrap();
+        name
+    };
+    let mut sent = HashSet::new();
+    for i in 0..120 {
+        let event = queued_event(&format!("exec-{}", i % 16));
+        let payload = event.to_json().unwrap();
+        producer
+            .send(
+                &topic,
+                Some(event.aggregate_id.as_bytes()),
+                Some(&payload),
+                &HeaderList::default(),
+            )
+            .await
+            .unwrap();
+        sent.insert(event.event_id);
+    }
+    let group = format!("{}rebalance", config.kafka.topic_prefix);
+    let seen_a = Slow::new(60);
+    let seen_b = Slow::new(60);
+    let a = start(&config, &group, vec![topic.clone()], seen_a.clone(), WAIT);
+    assert!(wait_until(WAIT, || seen_a.0.len() >= 10).await);
+    // The second member joins mid-run: the first must finish its in-flight messages and commit
+    // before its partitions move.
+    let b = start(&config, &group, vec![topic], seen_b.clone(), WAIT);
+    let total = || seen_a.0.len() + seen_b.0.len();
+    assert!(
+        wait_until(Duration::from_secs(60), || total() >= sent.len()).await,
+        "lost messages"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+
+    let ids: Vec<_> = seen_a
+        .0
+        .messages()
+        .iter()
+        .chain(seen_b.0.messages().iter())
+        .map(|m| m.decode_event().unwrap().event_id)
+        .collect();
+    assert!(
+        seen_b.0.len() > 0,
+        "the second member never received a partition"
+    );
+    assert_eq!(ids.iter().copied().collect::<HashSet<_>>(), sent);
+    assert_eq!(ids.len(), sent.len(), "a drained rebalance redoes nothing");
 }
