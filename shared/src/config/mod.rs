@@ -53,6 +53,10 @@ pub struct Config {
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
     #[serde(default)]
+    pub saga: SagaConfig,
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+    #[serde(default)]
     pub services: ServicesConfig,
 }
 

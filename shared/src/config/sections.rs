@@ -154,6 +154,12 @@ pub struct ApiConfig {
     pub session_ttl_minutes: u64,
     pub request_timeout_seconds: u64,
     pub max_body_bytes: usize,
+    /// SSE comment lines keep proxies from closing quiet streams.
+    pub sse_heartbeat_seconds: u64,
+    /// How long an `Idempotency-Key` maps to its execution.
+    pub idempotency_ttl_hours: u64,
+    /// Secure cookies need HTTPS; off for the plain-HTTP local stack.
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
@@ -163,6 +169,9 @@ impl Default for ApiConfig {
             session_ttl_minutes: 720,
             request_timeout_seconds: 30,
             max_body_bytes: 2 * 1024 * 1024,
+            sse_heartbeat_seconds: 15,
+            idempotency_ttl_hours: 24,
+            secure_cookies: false,
         }
     }
 }
@@ -182,7 +191,13 @@ pub struct RuntimeConfig {
     pub kind: RuntimeKind,
     /// Where the local runtime keeps per-execution work and state directories.
     pub work_dir: String,
+    /// The runner binary the local runtime starts for each execution (`kiln-runner`).
+    pub runner_path: String,
+    /// bubblewrap, for the local runtime's sandboxes.
+    pub bwrap_path: String,
     pub kubernetes_namespace: String,
+    /// The languages Kiln offers; a language whose interpreter is missing on this host is hidden.
+    pub languages: Vec<LanguageConfig>,
 }
 
 impl Default for RuntimeConfig {
@@ -190,9 +205,31 @@ impl Default for RuntimeConfig {
         Self {
             kind: RuntimeKind::Local,
             work_dir: ".kiln/executions".into(),
+            runner_path: "target/debug/kiln-runner".into(),
+            bwrap_path: "/usr/bin/bwrap".into(),
             kubernetes_namespace: "kiln-executors".into(),
+            languages: Vec::new(),
         }
     }
+}
+
+/// One language version: how to run a script of it, and an example for the web app.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageConfig {
+    pub lang: String,
+    pub version: String,
+    /// The script's file name inside the work directory, e.g. `main.py`.
+    pub file_name: String,
+    /// argv; the interpreter is an absolute path (`{file}` is replaced by `file_name`).
+    pub command: Vec<String>,
+    /// Extra environment for the program (never inherited from the service).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The executor image for the Kubernetes runtime.
+    #[serde(default)]
+    pub image: String,
+    pub example: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -241,6 +278,50 @@ impl Default for LifecycleConfig {
         Self {
             drain_timeout_seconds: 20,
             readiness_check_timeout_ms: 1_500,
+        }
+    }
+}
+
+/// saga-orchestrator: scheduling and the sweeper that ends executions whose executor vanished.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SagaConfig {
+    /// How often the scheduler looks for queued work when no event woke it.
+    pub schedule_interval_ms: u64,
+    pub sweep_interval_ms: u64,
+    /// Time past an execution's own timeout before the sweeper declares its executor lost.
+    pub executor_grace_seconds: u64,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self {
+            schedule_interval_ms: 200,
+            sweep_interval_ms: 2_000,
+            executor_grace_seconds: 15,
+        }
+    }
+}
+
+/// pod-monitor: how executors are observed and how live output is batched.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    pub poll_interval_ms: u64,
+    /// Live output is coalesced into at most one chunk per stream per interval.
+    pub output_flush_interval_ms: u64,
+    pub output_chunk_bytes: usize,
+    /// Finished executors' state is deleted this long after their result was published.
+    pub retention_minutes: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 25,
+            output_flush_interval_ms: 100,
+            output_chunk_bytes: 16 * 1024,
+            retention_minutes: 10,
         }
     }
 }

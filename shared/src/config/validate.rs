@@ -187,6 +187,36 @@ impl Config {
             "limits.per_user_concurrency",
             "must be at least 1 and at most limits.global_concurrency",
         )?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, language) in self.runtime.languages.iter().enumerate() {
+            let key = format!("runtime.languages[{i}]");
+            ensure(
+                !language.lang.is_empty() && !language.version.is_empty(),
+                &key,
+                "lang and version must not be empty",
+            )?;
+            ensure(
+                seen.insert((language.lang.as_str(), language.version.as_str())),
+                &key,
+                "duplicate lang and version",
+            )?;
+            ensure(
+                !language.file_name.is_empty()
+                    && !language.file_name.contains(['/', '\\'])
+                    && language.file_name != ".."
+                    && language.file_name != ".",
+                &format!("{key}.file_name"),
+                "must be a plain file name",
+            )?;
+            ensure(
+                language
+                    .command
+                    .first()
+                    .is_some_and(|bin| bin.starts_with('/')),
+                &format!("{key}.command"),
+                "must start with an absolute interpreter path",
+            )?;
+        }
         ensure(
             self.lifecycle.drain_timeout_seconds >= 1,
             "lifecycle.drain_timeout_seconds",
