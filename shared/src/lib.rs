@@ -4,6 +4,7 @@ pub mod app;
 pub mod config;
 pub mod errors;
 pub mod events;
+pub mod executions;
 pub mod health;
 pub mod kafka;
 pub mod lifecycle;

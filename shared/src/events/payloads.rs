@@ -25,7 +25,7 @@ impl ExecutionStatus {
 }
 
 /// Why the platform (not the user's program) failed an execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorType {
     SystemError,

@@ -1,0 +1,193 @@
+//! The execution record shared by the services that read or write it (see
+//! `docs/design/execution-pipeline.md`): its MongoDB document, its public JSON view, status order
+//! and the Redis stream that carries its live events.
+
+use chrono::{DateTime, Utc};
+use mongodb::bson;
+use serde::{Deserialize, Serialize};
+
+use crate::events::{ErrorType, ExecutionStatus, ResourceUsage};
+
+pub const EXECUTIONS_COLLECTION: &str = "executions";
+
+/// Status order: a status only ever moves to a higher rank; all terminal statuses share the top.
+pub fn status_rank(status: ExecutionStatus) -> u8 {
+    match status {
+        ExecutionStatus::Queued => 0,
+        ExecutionStatus::Scheduled => 1,
+        ExecutionStatus::Running => 2,
+        ExecutionStatus::Completed
+        | ExecutionStatus::Failed
+        | ExecutionStatus::Timeout
+        | ExecutionStatus::Cancelled => 3,
+    }
+}
+
+/// The statuses an update to `target` may replace (strictly lower rank), as their wire names, for
+/// a MongoDB `$in` filter.
+pub fn statuses_below(target: ExecutionStatus) -> Vec<&'static str> {
+    [
+        ExecutionStatus::Queued,
+        ExecutionStatus::Scheduled,
+        ExecutionStatus::Running,
+    ]
+    .into_iter()
+    .filter(|s| status_rank(*s) < status_rank(target))
+    .map(status_name)
+    .collect()
+}
+
+pub fn status_name(status: ExecutionStatus) -> &'static str {
+    match status {
+        ExecutionStatus::Queued => "queued",
+        ExecutionStatus::Scheduled => "scheduled",
+        ExecutionStatus::Running => "running",
+        ExecutionStatus::Completed => "completed",
+        ExecutionStatus::Failed => "failed",
+        ExecutionStatus::Timeout => "timeout",
+        ExecutionStatus::Cancelled => "cancelled",
+    }
+}
+
+/// The `executions` document. `api` inserts it; only result-processor updates it afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub user_id: String,
+    pub status: ExecutionStatus,
+    pub lang: String,
+    pub lang_version: String,
+    pub script: String,
+    #[serde(default)]
+    pub stdin: Option<String>,
+    #[serde(default)]
+    pub priority: u8,
+    pub timeout_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub stdout: String,
+    #[serde(default)]
+    pub stderr: String,
+    #[serde(default)]
+    pub stdout_truncated: bool,
+    #[serde(default)]
+    pub stderr_truncated: bool,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub error_type: Option<ErrorType>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub resource_usage: Option<ResourceUsage>,
+    pub created_at: bson::DateTime,
+    #[serde(default)]
+    pub scheduled_at: Option<bson::DateTime>,
+    #[serde(default)]
+    pub started_at: Option<bson::DateTime>,
+    #[serde(default)]
+    pub finished_at: Option<bson::DateTime>,
+    /// The terminal event whose result was stored (exactly once).
+    #[serde(default)]
+    pub result_event_id: Option<String>,
+}
+
+/// The public JSON of an execution (`GET /api/v1/executions/{id}` and the SSE `result` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionView {
+    pub execution_id: String,
+    pub status: ExecutionStatus,
+    pub lang: String,
+    pub lang_version: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub exit_code: Option<i32>,
+    pub error_type: Option<ErrorType>,
+    pub error_message: Option<String>,
+    pub resource_usage: ResourceUsage,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ExecutionDoc> for ExecutionView {
+    fn from(doc: &ExecutionDoc) -> Self {
+        Self {
+            execution_id: doc.id.clone(),
+            status: doc.status,
+            lang: doc.lang.clone(),
+            lang_version: doc.lang_version.clone(),
+            stdout: doc.stdout.clone(),
+            stderr: doc.stderr.clone(),
+            stdout_truncated: doc.stdout_truncated,
+            stderr_truncated: doc.stderr_truncated,
+            exit_code: doc.exit_code,
+            error_type: doc.error_type,
+            error_message: doc.error_message.clone(),
+            resource_usage: doc.resource_usage.clone().unwrap_or_default(),
+            created_at: doc.created_at.to_chrono(),
+            started_at: doc.started_at.map(bson::DateTime::to_chrono),
+            finished_at: doc.finished_at.map(bson::DateTime::to_chrono),
+        }
+    }
+}
+
+/// Entry types of an execution's Redis stream.
+pub mod stream {
+    pub const TYPE_FIELD: &str = "type";
+    pub const DATA_FIELD: &str = "data";
+    pub const STATUS: &str = "status";
+    pub const OUTPUT: &str = "output";
+    pub const RESULT: &str = "result";
+    /// Bound on entries kept per execution (approximate trimming).
+    pub const MAX_LEN: usize = 10_000;
+    /// A stream expires this long after its last entry.
+    pub const TTL_SECONDS: i64 = 3_600;
+
+    /// `{key_prefix}exec:{id}:stream`
+    pub fn key(key_prefix: &str, execution_id: &str) -> String {
+        format!("{key_prefix}exec:{execution_id}:stream")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_only_move_forward() {
+        assert_eq!(statuses_below(ExecutionStatus::Queued), Vec::<&str>::new());
+        assert_eq!(
+            statuses_below(ExecutionStatus::Running),
+            vec!["queued", "scheduled"]
+        );
+        assert_eq!(
+            statuses_below(ExecutionStatus::Cancelled),
+            vec!["queued", "scheduled", "running"]
+        );
+    }
+
+    #[test]
+    fn status_names_match_the_wire_format() {
+        for status in [
+            ExecutionStatus::Queued,
+            ExecutionStatus::Scheduled,
+            ExecutionStatus::Running,
+            ExecutionStatus::Completed,
+            ExecutionStatus::Failed,
+            ExecutionStatus::Timeout,
+            ExecutionStatus::Cancelled,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status_name(status));
+        }
+    }
+
+    #[test]
+    fn stream_keys_use_the_prefix() {
+        assert_eq!(stream::key("kiln:", "abc"), "kiln:exec:abc:stream");
+    }
+}
