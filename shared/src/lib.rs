@@ -11,3 +11,5 @@ pub mod lifecycle;
 pub mod mongo;
 pub mod redis;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
