@@ -1,6 +1,7 @@
 //! Helpers for tests against the real Kafka, MongoDB and Redis started by `./deploy.sh infra`.
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
