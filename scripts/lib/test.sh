@@ -51,6 +51,16 @@ _test_summary() {
   printf '%sPASS%s: infra, fmt, clippy, build and test all passed\n' "$_C_GRN" "$_C_OFF"
 }
 
+# Topics left by earlier test runs (each test uses its own random prefix) slow the broker down;
+# delete them before a new run. Best effort: a failure here fails no test.
+_delete_test_topics() {
+  local pattern='(t|sys)[0-9a-f]{32}_.*'
+  if "$KILN_BIN_DIR/kafka-topics" --list 2>/dev/null | grep -Eq "^${pattern}$"; then
+    log "deleting topics of earlier test runs"
+    "$KILN_BIN_DIR/kafka-topics" --delete --topic "$pattern" >/dev/null 2>&1 || true
+  fi
+}
+
 # kiln_test TIMEOUT
 kiln_test() {
   local timeout="$1" t0 failed=""
@@ -61,6 +71,7 @@ kiln_test() {
     return 1
   fi
   export_infra_env
+  _delete_test_topics
   command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust via rustup)"
   cd "$KILN_ROOT" || return 1
   # Stop at the first failing step.

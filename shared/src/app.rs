@@ -182,11 +182,34 @@ where
         .context("installing signal handlers")?;
     let shutdown = lifecycle.shutdown_token();
 
+    // Serve health and metrics before connecting, so liveness answers while the infrastructure
+    // comes up; readiness says "starting" until the service is built.
+    let listener = tokio::net::TcpListener::bind(service_config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", service_config.http_addr))?;
+    tracing::info!(addr = %service_config.http_addr, "serving health, metrics and routes");
+    crate::health::record_build_info(name);
+    let check_timeout = Duration::from_millis(config.lifecycle.readiness_check_timeout_ms);
+    let health = crate::health::Health::new(lifecycle.clone(), check_timeout);
+    let app = crate::health::router(health.clone());
+    // The server outlives the drain, so probes see "draining" rather than a refused connection;
+    // it stops after the components have finished.
+    let server_stop = tokio_util::sync::CancellationToken::new();
+    let server_stopped = server_stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(server_stopped.cancelled_owned())
+            .await
+            .context("http server")
+    });
+
     let infra = tokio::select! {
         infra = Infra::connect(&config, name) => infra?,
-        () = shutdown.cancelled() => return Ok(()),
+        () = shutdown.cancelled() => {
+            server_stop.cancel();
+            return Ok(());
+        }
     };
-    let check_timeout = Duration::from_millis(config.lifecycle.readiness_check_timeout_ms);
     let context = ServiceContext {
         name,
         config,
@@ -194,24 +217,9 @@ where
         lifecycle: lifecycle.clone(),
     };
     let components = build(context).await.context("building the service")?;
+    health.set_ready(infra.clone(), components.routes);
 
-    let listener = tokio::net::TcpListener::bind(service_config.http_addr)
-        .await
-        .with_context(|| format!("binding {}", service_config.http_addr))?;
-    tracing::info!(addr = %service_config.http_addr, "serving health, metrics and routes");
-    crate::health::record_build_info(name);
-    let app = crate::health::router(infra.clone(), lifecycle.clone(), check_timeout)
-        .merge(components.routes)
-        .layer(axum::middleware::from_fn(crate::health::track_http));
-    let server_shutdown = shutdown.clone();
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
-    tasks.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(server_shutdown.cancelled_owned())
-            .await
-            .context("http server");
-        ("http", served)
-    });
     for (component, future) in components.components {
         tasks.spawn(async move { (component, future.await) });
     }
@@ -243,6 +251,16 @@ where
     })
     .await;
     infra.producer.flush(Duration::from_secs(5));
+    server_stop.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            failure.get_or_insert(error);
+        }
+        Err(error) => {
+            failure.get_or_insert(anyhow::Error::new(error).context("http server task"));
+        }
+    }
     if drained.is_err() {
         tasks.abort_all();
         anyhow::bail!(

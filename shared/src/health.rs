@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
+use tower::ServiceExt as _;
 
 use crate::app::Infra;
 use crate::lifecycle::Lifecycle;
@@ -20,12 +21,21 @@ pub const BUILD_INFO: &str = "kiln_build_info";
 pub const HTTP_REQUESTS: &str = "kiln_http_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "kiln_http_request_duration_seconds";
 
+/// Histogram buckets (seconds) for every duration metric: real histograms, so quantiles can be
+/// aggregated across replicas, from 1 ms (an in-memory step) to 60 s (a long execution).
+const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        .get_or_init(|| match PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS_SECONDS)
+            .and_then(|builder| builder.install_recorder())
+        {
             Ok(handle) => {
                 // Histograms keep samples until upkeep folds them; without it memory grows.
                 let upkeep = handle.clone();
@@ -46,36 +56,74 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// What the health endpoints know about the process: its life cycle, and once the service is
+/// built, its infrastructure clients and routes.
 #[derive(Clone)]
-struct HealthState {
-    infra: Infra,
+pub struct Health {
     lifecycle: Lifecycle,
     check_timeout: Duration,
+    ready: Arc<OnceLock<(Infra, Router)>>,
     process: Arc<metrics_process::Collector>,
 }
 
-pub fn router(infra: Infra, lifecycle: Lifecycle, check_timeout: Duration) -> Router {
+impl Health {
+    pub fn new(lifecycle: Lifecycle, check_timeout: Duration) -> Self {
+        let process = metrics_process::Collector::default();
+        process.describe();
+        Self {
+            lifecycle,
+            check_timeout,
+            ready: Arc::new(OnceLock::new()),
+            process: Arc::new(process),
+        }
+    }
+
+    /// Called once the service is built: readiness starts checking `infra`, and `routes` are
+    /// served (before this they answer 503 `starting`).
+    pub fn set_ready(&self, infra: Infra, routes: Router) {
+        let routes = routes.layer(axum::middleware::from_fn(track_http));
+        if self.ready.set((infra, routes)).is_err() {
+            tracing::warn!("service routes were already set");
+        }
+    }
+}
+
+/// Health and metrics routes, with the service's own routes behind them once they exist.
+pub fn router(health: Health) -> Router {
     // Install now so the recorder exists before the first metric is recorded.
     prometheus();
-    let process = metrics_process::Collector::default();
-    process.describe();
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(HealthState {
-            infra,
-            lifecycle,
-            check_timeout,
-            process: Arc::new(process),
-        })
+        .route_layer(axum::middleware::from_fn(track_http))
+        .fallback(service_routes)
+        .with_state(health)
+}
+
+async fn service_routes(State(health): State<Health>, request: Request) -> Response {
+    match health.ready.get() {
+        Some((_, routes)) => match routes.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(infallible) => match infallible {},
+        },
+        None => starting(),
+    }
+}
+
+fn starting() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({ "code": "starting", "message": "the service is starting" })),
+    )
+        .into_response()
 }
 
 async fn live() -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": "alive" }))).into_response()
 }
 
-async fn ready(State(state): State<HealthState>) -> Response {
+async fn ready(State(state): State<Health>) -> Response {
     if state.lifecycle.is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -83,8 +131,14 @@ async fn ready(State(state): State<HealthState>) -> Response {
         )
             .into_response();
     }
+    let Some((infra, _)) = state.ready.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "starting" })),
+        )
+            .into_response();
+    };
     let timeout = state.check_timeout;
-    let infra = &state.infra;
     let (kafka, mongo, redis) = tokio::join!(
         check(timeout, infra.producer.check_connected(timeout)),
         check(timeout, crate::mongo::ping(&infra.mongo)),
@@ -139,7 +193,7 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     response
 }
 
-async fn metrics(State(state): State<HealthState>) -> Response {
+async fn metrics(State(state): State<Health>) -> Response {
     state.process.collect();
     let body = prometheus()
         .map(PrometheusHandle::render)

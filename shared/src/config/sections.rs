@@ -63,8 +63,8 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        // 12 attempts with a 5 s cap ride out a ~40 s outage of MongoDB or Redis before a message
-        // is dead-lettered, so a transient outage never fills the DLQ.
+        // 12 attempts with a 5 s cap wait 16-31 s in all (jitter), so a MongoDB or Redis outage
+        // of that length never dead-letters a message.
         Self {
             max_attempts: 12,
             initial_backoff_ms: 100,

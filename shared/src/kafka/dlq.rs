@@ -27,7 +27,7 @@ pub struct DlqHeaders {
     pub original_offset: i64,
     pub original_key: Option<Vec<u8>>,
     pub error_class: String,
-    /// `poison` or `retryable` (retries exhausted).
+    /// `poison` or `retries_exhausted`.
     pub error_kind: String,
     pub error_message: String,
     pub attempt: u32,

@@ -122,13 +122,15 @@ impl EventProducer {
         }
     }
 
-    /// Whether the cluster answers a metadata request in time (used by readiness checks).
+    /// Whether the cluster answers a metadata request in time (used by readiness checks). Asks
+    /// about one topic only: metadata for every topic grows with the cluster.
     pub async fn check_connected(&self, timeout: Duration) -> Result<(), KafkaError> {
         let producer = self.inner.clone();
+        let topic = crate::events::dead_letter_topic(&self.topic_prefix);
         tokio::task::spawn_blocking(move || {
             producer
                 .client()
-                .fetch_metadata(None, timeout)
+                .fetch_metadata(Some(&topic), timeout)
                 .map(|_| ())
                 .map_err(KafkaError::Metadata)
         })
