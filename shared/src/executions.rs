@@ -191,3 +191,19 @@ mod tests {
         assert_eq!(stream::key("kiln:", "abc"), "kiln:exec:abc:stream");
     }
 }
+
+/// What the local runtime records next to an executor (`meta.json`) so that pod-monitor's events
+/// carry the execution's user and stay in its flow (correlation and causation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorMeta {
+    pub execution_id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    pub correlation_id: uuid::Uuid,
+    /// The `create_pod_command` event that created the executor.
+    pub causation_id: uuid::Uuid,
+    /// The user's timeout, reported in `execution_timeout`.
+    pub timeout_seconds: u64,
+}
+
+pub const EXECUTOR_META_FILE: &str = "meta.json";

@@ -311,8 +311,9 @@ pub struct MonitorConfig {
     /// Live output is coalesced into at most one chunk per stream per interval.
     pub output_flush_interval_ms: u64,
     pub output_chunk_bytes: usize,
-    /// Finished executors' state is deleted this long after their result was published.
-    pub retention_minutes: u64,
+    /// Finished executors' state is deleted this long after their result was published (the
+    /// result itself lives in MongoDB; this only bounds disk use and directory scans).
+    pub retention_seconds: u64,
 }
 
 impl Default for MonitorConfig {
@@ -321,7 +322,7 @@ impl Default for MonitorConfig {
             poll_interval_ms: 25,
             output_flush_interval_ms: 100,
             output_chunk_bytes: 16 * 1024,
-            retention_minutes: 10,
+            retention_seconds: 120,
         }
     }
 }

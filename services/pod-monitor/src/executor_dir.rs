@@ -1,0 +1,106 @@
+//! Reading one local executor's directory (layout: `docs/design/execution-pipeline.md`).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use kiln_runner_protocol::{RunnerResult, files};
+use shared::events::OutputStream;
+use shared::executions::{EXECUTOR_META_FILE, ExecutorMeta};
+
+#[derive(Debug, Clone)]
+pub(crate) struct ExecutorDir {
+    pub(crate) execution_id: String,
+    pub(crate) path: PathBuf,
+}
+
+impl ExecutorDir {
+    pub(crate) fn new(path: PathBuf) -> Option<Self> {
+        let execution_id = path.file_name()?.to_str()?.to_owned();
+        Some(Self { execution_id, path })
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Whether k8s-worker finished setting the directory up (its spec is written last).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.file(files::SPEC).exists() && self.file(EXECUTOR_META_FILE).exists()
+    }
+
+    pub(crate) fn meta(&self) -> std::io::Result<ExecutorMeta> {
+        read_json(&self.file(EXECUTOR_META_FILE))
+    }
+
+    pub(crate) fn has_started(&self) -> bool {
+        self.file(files::STARTED).exists()
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.file(files::CANCELLED).exists()
+    }
+
+    /// The runner's result, once it has been written (atomically, so never half a file).
+    pub(crate) fn result(&self) -> std::io::Result<Option<RunnerResult>> {
+        match read_json(&self.file(files::RESULT)) {
+            Ok(result) => Ok(Some(result)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the runner process is gone (so no result will ever come). A pid that now belongs
+    /// to another program counts as gone.
+    pub(crate) fn runner_is_gone(&self) -> bool {
+        let Ok(pid) = std::fs::read_to_string(self.file(files::RUNNER_PID)) else {
+            return false; // not started yet
+        };
+        match std::fs::read(format!("/proc/{}/cmdline", pid.trim())) {
+            Ok(cmdline) => {
+                let dir = self.path.to_string_lossy();
+                !String::from_utf8_lossy(&cmdline).contains(dir.as_ref())
+            }
+            Err(_) => true,
+        }
+    }
+
+    fn log_path(&self, stream: OutputStream) -> PathBuf {
+        self.file(match stream {
+            OutputStream::Stdout => files::STDOUT,
+            OutputStream::Stderr => files::STDERR,
+        })
+    }
+
+    /// Up to `max` bytes of the stream's log from `offset` (empty when the log does not exist).
+    pub(crate) fn read_output(
+        &self,
+        stream: OutputStream,
+        offset: u64,
+        max: usize,
+    ) -> std::io::Result<Vec<u8>> {
+        let mut file = match File::open(self.log_path(stream)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        file.seek(SeekFrom::Start(offset))?;
+        let mut buffer = Vec::with_capacity(max.min(64 * 1024));
+        file.take(max as u64).read_to_end(&mut buffer)?;
+        Ok(buffer)
+    }
+
+    /// The whole captured stream (the runner already capped it), as text.
+    pub(crate) fn full_output(&self, stream: OutputStream) -> std::io::Result<String> {
+        match std::fs::read(self.log_path(stream)) {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<T> {
+    let bytes = std::fs::read(path)?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}

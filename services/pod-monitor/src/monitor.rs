@@ -1,0 +1,356 @@
+//! The local runtime's watcher: turns executor directories into executor and execution events.
+//!
+//! Every `monitor.poll_interval_ms` it lists `runtime.work_dir`, and for each executor not yet
+//! finished reads what changed, publishes it, and only after the broker acknowledged records it in
+//! the executor's `monitor.json`. A restart therefore resumes exactly where the acknowledged
+//! events end (at-least-once: an event published but not yet recorded is published again, and
+//! consumers de-duplicate on `seq` and on the first terminal result).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use shared::config::MonitorConfig;
+use shared::events::{
+    Event, EventMetadata, EventPayload, ExecutionOutput, ExecutionStarted, ExecutorRef,
+    OutputStream, PodTerminated,
+};
+use shared::executions::ExecutorMeta;
+use shared::kafka::EventProducer;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor_dir::ExecutorDir;
+use crate::outcome::terminal_payload;
+use crate::state::MonitorState;
+use crate::utf8::complete_prefix_len;
+
+/// Executors handled at once; each has at most a few publishes in flight.
+const CONCURRENCY: usize = 32;
+/// Output chunks published per stream per pass, so one chatty program cannot starve the others.
+const MAX_CHUNKS_PER_PASS: usize = 16;
+
+pub struct Monitor {
+    root: PathBuf,
+    producer: EventProducer,
+    config: MonitorConfig,
+    service: &'static str,
+    active: HashMap<String, Tracked>,
+    finished: HashMap<String, (PathBuf, chrono::DateTime<Utc>)>,
+}
+
+struct Tracked {
+    dir: ExecutorDir,
+    state: MonitorState,
+    meta: Option<ExecutorMeta>,
+    last_flush: Instant,
+}
+
+impl Monitor {
+    pub fn new(
+        root: PathBuf,
+        producer: EventProducer,
+        config: MonitorConfig,
+        service: &'static str,
+    ) -> Self {
+        Self {
+            root,
+            producer,
+            config,
+            service,
+            active: HashMap::new(),
+            finished: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        tracing::info!(root = %self.root.display(), "watching local executors");
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                _ = tick.tick() => self.pass().await,
+            }
+        }
+    }
+
+    /// One pass over every executor; public so tests can drive the monitor step by step.
+    pub async fn pass(&mut self) {
+        self.discover();
+        let producer = self.producer.clone();
+        let config = self.config.clone();
+        let service = self.service;
+        let tracked: Vec<Tracked> = self.active.drain().map(|(_, t)| t).collect();
+        let updated: Vec<Tracked> = futures::stream::iter(tracked)
+            .map(|t| advance(t, &producer, &config, service))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for t in updated {
+            match t.state.finished_at {
+                Some(at) => {
+                    self.finished.insert(t.dir.execution_id.clone(), (t.dir.path, at));
+                }
+                None => {
+                    self.active.insert(t.dir.execution_id.clone(), t);
+                }
+            }
+        }
+        self.expire_finished();
+    }
+
+    fn discover(&mut self) {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::warn!(root = %self.root.display(), %error, "cannot list executors");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let Some(dir) = ExecutorDir::new(entry.path()) else { continue };
+            if self.active.contains_key(&dir.execution_id)
+                || self.finished.contains_key(&dir.execution_id)
+                || !entry.file_type().is_ok_and(|t| t.is_dir())
+            {
+                continue;
+            }
+            match MonitorState::load(&dir.path) {
+                Ok(state) => match state.finished_at {
+                    Some(at) => {
+                        self.finished.insert(dir.execution_id.clone(), (dir.path, at));
+                    }
+                    None => {
+                        self.active.insert(
+                            dir.execution_id.clone(),
+                            Tracked {
+                                dir,
+                                state,
+                                meta: None,
+                                last_flush: Instant::now(),
+                            },
+                        );
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(execution_id = %dir.execution_id, %error, "unreadable monitor state")
+                }
+            }
+        }
+    }
+
+    fn expire_finished(&mut self) {
+        let retention = chrono::Duration::seconds(self.config.retention_seconds as i64);
+        let now = Utc::now();
+        self.finished.retain(|execution_id, (path, at)| {
+            if now - *at < retention {
+                return true;
+            }
+            if let Err(error) = std::fs::remove_dir_all(&*path) {
+                tracing::warn!(%execution_id, %error, "cannot delete executor state");
+            }
+            false
+        });
+    }
+}
+
+/// Moves one executor forward: publishes what changed since the last acknowledged state.
+async fn advance(
+    mut t: Tracked,
+    producer: &EventProducer,
+    config: &MonitorConfig,
+    service: &'static str,
+) -> Tracked {
+    if !t.dir.is_ready() {
+        return t;
+    }
+    if t.meta.is_none() {
+        match t.dir.meta() {
+            Ok(meta) => t.meta = Some(meta),
+            Err(error) => {
+                tracing::warn!(execution_id = %t.dir.execution_id, %error, "unreadable executor meta");
+                return t;
+            }
+        }
+    }
+    let Some(meta) = t.meta.clone() else { return t };
+    let before = t.state.clone();
+    let span = tracing::info_span!("executor", execution_id = %meta.execution_id);
+    if let Err(error) =
+        tracing::Instrument::instrument(step(&mut t, &meta, producer, config, service), span).await
+    {
+        // Nothing was recorded for the failed publish, so the next pass publishes it again.
+        tracing::warn!(
+            execution_id = %meta.execution_id,
+            error.cause_chain = %shared::errors::display_chain(&error),
+            "publish failed; retrying on the next pass"
+        );
+    }
+    if t.state != before {
+        if let Err(error) = t.state.save(&t.dir.path) {
+            tracing::error!(execution_id = %meta.execution_id, %error, "monitor state not saved; events may repeat");
+        }
+    }
+    t
+}
+
+async fn step(
+    t: &mut Tracked,
+    meta: &ExecutorMeta,
+    producer: &EventProducer,
+    config: &MonitorConfig,
+    service: &'static str,
+) -> Result<(), shared::kafka::KafkaError> {
+    let event = |payload| new_event(meta, payload, service);
+    let executor = format!("executor-{}", meta.execution_id);
+    let result = t.dir.result().unwrap_or_else(|error| {
+        tracing::warn!(%error, "unreadable runner result; retrying");
+        None
+    });
+    let ending = result.is_some();
+
+    if !t.state.running_published && (t.dir.has_started() || ending) {
+        let running = event(EventPayload::PodRunning(ExecutorRef {
+            executor: executor.clone(),
+            node: None,
+        }));
+        let started = event(EventPayload::ExecutionStarted(ExecutionStarted {
+            executor: executor.clone(),
+            started_at: Utc::now(),
+        }));
+        let (a, b) = tokio::join!(producer.publish(&running), producer.publish(&started));
+        a?;
+        b?;
+        t.state.running_published = true;
+    }
+
+    let flush_due = t.last_flush.elapsed() >= Duration::from_millis(config.output_flush_interval_ms);
+    if flush_due || ending {
+        let drained = publish_output(t, meta, producer, config, service, ending).await?;
+        t.last_flush = Instant::now();
+        if !drained {
+            return Ok(()); // more output than one pass takes: finish it before the result
+        }
+    }
+
+    let cancelled = t.dir.is_cancelled();
+    let terminated = |reason: &str, exit_code| {
+        event(EventPayload::PodTerminated(PodTerminated {
+            executor: executor.clone(),
+            exit_code,
+            reason: Some(reason.to_owned()),
+        }))
+    };
+    match result {
+        Some(result) if cancelled => {
+            producer.publish(&terminated("cancelled", result.exit_code)).await?;
+        }
+        Some(result) => {
+            let stdout = t.dir.full_output(OutputStream::Stdout).unwrap_or_default();
+            let stderr = t.dir.full_output(OutputStream::Stderr).unwrap_or_default();
+            let payload = terminal_payload(&result, stdout, stderr, meta.timeout_seconds);
+            producer.publish(&event(payload)).await?;
+            producer.publish(&terminated("exited", result.exit_code)).await?;
+        }
+        None if t.dir.runner_is_gone() && t.dir.result().ok().flatten().is_none() => {
+            // The runner died without a result (killed, host trouble): say so now rather than
+            // leave the execution to the saga's deadline.
+            if !cancelled {
+                let failed = EventPayload::ExecutionFailed(shared::events::ExecutionFailed {
+                    error_type: shared::events::ErrorType::ExecutorLost,
+                    message: "the executor stopped without reporting a result".into(),
+                    outcome: None,
+                });
+                producer.publish(&event(failed)).await?;
+            }
+            producer.publish(&terminated("lost", None)).await?;
+        }
+        None => return Ok(()),
+    }
+    t.state.finished_at = Some(Utc::now());
+    Ok(())
+}
+
+/// Publishes new output of both streams. Returns whether everything written so far was published.
+async fn publish_output(
+    t: &mut Tracked,
+    meta: &ExecutorMeta,
+    producer: &EventProducer,
+    config: &MonitorConfig,
+    service: &'static str,
+    ending: bool,
+) -> Result<bool, shared::kafka::KafkaError> {
+    let mut drained = true;
+    for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+        let mut events = Vec::new();
+        let mut offset = offset_of(&t.state, stream);
+        let mut seq = t.state.next_seq;
+        for _ in 0..MAX_CHUNKS_PER_PASS {
+            let bytes = t
+                .dir
+                .read_output(stream, offset, config.output_chunk_bytes)
+                .unwrap_or_default();
+            let full_chunk = bytes.len() == config.output_chunk_bytes;
+            // Hold back a character cut at the end, unless the program is over and no more bytes
+            // can complete it.
+            let take = if ending && !full_chunk { bytes.len() } else { complete_prefix_len(&bytes) };
+            if take == 0 {
+                break;
+            }
+            events.push(new_event(
+                meta,
+                EventPayload::ExecutionOutput(ExecutionOutput {
+                    stream,
+                    seq,
+                    data: String::from_utf8_lossy(&bytes[..take]).into_owned(),
+                }),
+                service,
+            ));
+            offset += take as u64;
+            seq += 1;
+            if !full_chunk {
+                break;
+            }
+        }
+        if events.len() == MAX_CHUNKS_PER_PASS {
+            drained = false;
+        }
+        // Sends are queued in `seq` order on one partition (same key), so they land in order.
+        for result in futures::future::join_all(events.iter().map(|e| producer.publish(e))).await {
+            result?;
+        }
+        set_offset(&mut t.state, stream, offset);
+        t.state.next_seq = seq;
+    }
+    Ok(drained)
+}
+
+fn offset_of(state: &MonitorState, stream: OutputStream) -> u64 {
+    match stream {
+        OutputStream::Stdout => state.stdout_offset,
+        OutputStream::Stderr => state.stderr_offset,
+    }
+}
+
+fn set_offset(state: &mut MonitorState, stream: OutputStream, offset: u64) {
+    match stream {
+        OutputStream::Stdout => state.stdout_offset = offset,
+        OutputStream::Stderr => state.stderr_offset = offset,
+    }
+}
+
+/// An event of this execution's flow: its user, correlation and the command that created it.
+fn new_event(meta: &ExecutorMeta, payload: EventPayload, service: &'static str) -> Event {
+    let mut event = Event::new(
+        meta.execution_id.clone(),
+        payload,
+        EventMetadata::new(service, meta.user_id.clone()),
+    );
+    event.correlation_id = meta.correlation_id;
+    event.causation_id = Some(meta.causation_id);
+    event
+}

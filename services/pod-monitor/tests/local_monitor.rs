@@ -1,0 +1,359 @@
+//! pod-monitor against the real Kafka broker, with executor directories written the way the
+//! runner and k8s-worker write them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kiln_runner_protocol::{RunnerResult, files};
+use pod_monitor::Monitor;
+use shared::config::Config;
+use shared::events::{ErrorType, Event, EventPayload, EventType, OutputStream, topic_for};
+use shared::executions::{EXECUTOR_META_FILE, ExecutorMeta};
+use shared::kafka::{
+    ConsumerSettings, EventProducer, Handler, HandlerError, InboundMessage, ensure_topics,
+    run_consumer,
+};
+use shared::testing::{test_config, wait_until};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<Event>>>);
+
+impl Handler for Events {
+    async fn handle(&self, message: &InboundMessage) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push(message.decode_event()?);
+        Ok(())
+    }
+}
+
+impl Events {
+    fn of(&self, execution_id: &str) -> Vec<Event> {
+        let mut events: Vec<Event> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.aggregate_id == execution_id)
+            .cloned()
+            .collect();
+        events.sort_by_key(|e| e.event_id);
+        events
+    }
+
+    fn count(&self, execution_id: &str, event_type: EventType) -> usize {
+        self.of(execution_id)
+            .iter()
+            .filter(|e| e.event_type() == event_type)
+            .count()
+    }
+}
+
+struct Harness {
+    config: Config,
+    root: PathBuf,
+    producer: EventProducer,
+    events: Events,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn harness() -> Harness {
+    let config = test_config().unwrap();
+    ensure_topics(&config.kafka).await.unwrap();
+    let root =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("monitor-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&root).unwrap();
+    let producer = EventProducer::new(&config.kafka, "monitor-test").unwrap();
+    let events = Events::default();
+    let shutdown = CancellationToken::new();
+    let topics = [
+        EventType::PodRunning,
+        EventType::ExecutionStarted,
+        EventType::ExecutionOutput,
+        EventType::ExecutionCompleted,
+        EventType::ExecutionTimeout,
+        EventType::ExecutionFailed,
+        EventType::PodTerminated,
+    ]
+    .iter()
+    .map(|t| topic_for(&config.kafka.topic_prefix, *t))
+    .collect();
+    tokio::spawn(run_consumer(
+        config.kafka.clone(),
+        ConsumerSettings {
+            group_id: format!("{}observer", config.kafka.topic_prefix),
+            topics,
+            client_id: "observer".into(),
+            drain_timeout: Duration::from_secs(2),
+        },
+        Arc::new(events.clone()),
+        producer.clone(),
+        shutdown.clone(),
+    ));
+    Harness {
+        config,
+        root,
+        producer,
+        events,
+        shutdown,
+    }
+}
+
+impl Harness {
+    fn monitor(&self) -> Monitor {
+        Monitor::new(
+            self.root.clone(),
+            self.producer.clone(),
+            self.config.monitor.clone(),
+            "pod-monitor",
+        )
+    }
+
+    /// An executor directory as k8s-worker leaves it.
+    fn executor(&self) -> (String, PathBuf, ExecutorMeta) {
+        let id = Uuid::now_v7().to_string();
+        let dir = self.root.join(&id);
+        std::fs::create_dir_all(dir.join(files::WORK)).unwrap();
+        let meta = ExecutorMeta {
+            execution_id: id.clone(),
+            user_id: Some("user-7".into()),
+            correlation_id: Uuid::now_v7(),
+            causation_id: Uuid::now_v7(),
+            timeout_seconds: 3,
+        };
+        std::fs::write(
+            dir.join(EXECUTOR_META_FILE),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join(files::SPEC), b"{}").unwrap();
+        std::fs::write(dir.join(files::RUNNER_PID), std::process::id().to_string()).unwrap();
+        (id, dir, meta)
+    }
+}
+
+fn append(dir: &Path, name: &str, bytes: &[u8]) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+fn finish(dir: &Path, result: &RunnerResult) {
+    std::fs::write(dir.join(files::RESULT), serde_json::to_vec(result).unwrap()).unwrap();
+}
+
+fn exited(code: i32) -> RunnerResult {
+    RunnerResult {
+        exit_code: Some(code),
+        wall_ms: 5,
+        cpu_ms: 1,
+        peak_memory_kb: 900,
+        ..RunnerResult::default()
+    }
+}
+
+fn outputs(events: &[Event], stream: OutputStream) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EventPayload::ExecutionOutput(o) if o.stream == stream => Some((o.seq, o.data.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_becomes_running_live_output_and_one_terminal_event() {
+    let h = harness().await;
+    let mut monitor = h.monitor();
+    let (id, dir, meta) = h.executor();
+    monitor.pass().await;
+    assert!(
+        h.events.of(&id).is_empty(),
+        "nothing happens before the program starts"
+    );
+
+    std::fs::write(dir.join(files::STARTED), b"{}").unwrap();
+    // A multi-byte character split across two writes must reach consumers whole.
+    let text = "héllo 🌍 漢字\n";
+    let bytes = text.as_bytes();
+    append(&dir, files::STDOUT, &bytes[..8]);
+    monitor.pass().await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    append(&dir, files::STDOUT, &bytes[8..]);
+    append(&dir, files::STDERR, b"warning\n");
+    monitor.pass().await;
+    assert!(
+        wait_until(WAIT, || h.events.count(&id, EventType::ExecutionOutput)
+            >= 2)
+        .await
+    );
+    finish(&dir, &exited(3));
+    monitor.pass().await;
+    monitor.pass().await;
+    assert!(wait_until(WAIT, || h.events.count(&id, EventType::PodTerminated) == 1).await);
+
+    let events = h.events.of(&id);
+    for t in [
+        EventType::PodRunning,
+        EventType::ExecutionStarted,
+        EventType::ExecutionCompleted,
+    ] {
+        assert_eq!(
+            events.iter().filter(|e| e.event_type() == t).count(),
+            1,
+            "{t:?}"
+        );
+    }
+    let stdout: String = outputs(&events, OutputStream::Stdout)
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(stdout, text);
+    assert_eq!(outputs(&events, OutputStream::Stderr)[0].1, "warning\n");
+    let mut seqs: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EventPayload::ExecutionOutput(o) => Some(o.seq),
+            _ => None,
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (0..seqs.len() as u64).collect::<Vec<_>>(),
+        "gap-free sequence"
+    );
+    let completed = events.iter().find_map(|e| match &e.payload {
+        EventPayload::ExecutionCompleted(c) => Some(c.outcome.clone()),
+        _ => None,
+    });
+    let completed = completed.unwrap();
+    assert_eq!(completed.exit_code, Some(3));
+    assert_eq!(completed.stdout, text);
+    assert_eq!(completed.resource_usage.peak_memory_kb, 900);
+    for e in &events {
+        assert_eq!(e.correlation_id, meta.correlation_id);
+        assert_eq!(e.causation_id, Some(meta.causation_id));
+        assert_eq!(e.metadata.user_id.as_deref(), Some("user-7"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_monitor_resumes_without_repeating_or_skipping() {
+    let h = harness().await;
+    let (id, dir, _) = h.executor();
+    std::fs::write(dir.join(files::STARTED), b"{}").unwrap();
+    append(&dir, files::STDOUT, b"first\n");
+    let mut first = h.monitor();
+    first.pass().await;
+    drop(first); // "restart"
+    append(&dir, files::STDOUT, b"second\n");
+    finish(&dir, &exited(0));
+    let mut second = h.monitor();
+    second.pass().await;
+    second.pass().await;
+    assert!(wait_until(WAIT, || h.events.count(&id, EventType::PodTerminated) == 1).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = h.events.of(&id);
+    let out = outputs(&events, OutputStream::Stdout);
+    assert_eq!(
+        out,
+        vec![(0, "first\n".to_owned()), (1, "second\n".to_owned())]
+    );
+    assert_eq!(h.events.count(&id, EventType::PodRunning), 1);
+    assert_eq!(h.events.count(&id, EventType::ExecutionCompleted), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_keep_output_and_cancelled_executors_get_no_second_terminal_event() {
+    let h = harness().await;
+    let mut monitor = h.monitor();
+    let (timed_out, dir, _) = h.executor();
+    std::fs::write(dir.join(files::STARTED), b"{}").unwrap();
+    append(&dir, files::STDOUT, b"tick\n");
+    finish(
+        &dir,
+        &RunnerResult {
+            timed_out: true,
+            signal: Some(9),
+            ..RunnerResult::default()
+        },
+    );
+    let (cancelled, dir2, _) = h.executor();
+    std::fs::write(dir2.join(files::STARTED), b"{}").unwrap();
+    std::fs::write(dir2.join(files::CANCELLED), b"").unwrap();
+    finish(
+        &dir2,
+        &RunnerResult {
+            signal: Some(9),
+            ..RunnerResult::default()
+        },
+    );
+    monitor.pass().await;
+    assert!(
+        wait_until(WAIT, || h
+            .events
+            .count(&timed_out, EventType::PodTerminated)
+            == 1
+            && h.events.count(&cancelled, EventType::PodTerminated) == 1)
+        .await
+    );
+    let timeout = h
+        .events
+        .of(&timed_out)
+        .into_iter()
+        .find_map(|e| match e.payload {
+            EventPayload::ExecutionTimeout(t) => Some(t),
+            _ => None,
+        });
+    let timeout = timeout.expect("execution_timeout published");
+    assert_eq!(timeout.timeout_seconds, 3);
+    assert_eq!(timeout.outcome.stdout, "tick\n");
+    let terminal = [
+        EventType::ExecutionCompleted,
+        EventType::ExecutionFailed,
+        EventType::ExecutionTimeout,
+    ];
+    assert!(terminal.iter().all(|t| h.events.count(&cancelled, *t) == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_dies_without_a_result_ends_as_executor_lost() {
+    let h = harness().await;
+    let mut monitor = h.monitor();
+    let (id, dir, _) = h.executor();
+    std::fs::write(dir.join(files::RUNNER_PID), "999999999").unwrap();
+    monitor.pass().await;
+    assert!(
+        wait_until(WAIT, || h.events.count(&id, EventType::ExecutionFailed)
+            == 1)
+        .await
+    );
+    let failed: HashMap<_, _> = h
+        .events
+        .of(&id)
+        .into_iter()
+        .filter_map(|e| match e.payload {
+            EventPayload::ExecutionFailed(f) => Some((e.aggregate_id, f.error_type)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed[&id], ErrorType::ExecutorLost);
+}

@@ -1,0 +1,227 @@
+//! `kiln-bench`: submits N executions at concurrency C through the HTTP API of a running Kiln
+//! (`./deploy.sh dev`) and reports throughput and end-to-end latency: from the submit request to
+//! the moment result-processor announces the stored result (`result_stored` on Kafka). It also
+//! counts lost executions (no stored result before the deadline) and duplicated ones (more than
+//! one stored result for one execution).
+//!
+//! Example: `target/release/kiln-bench -n 3000 -c 32 --lang bash --script 'echo hello'`
+
+mod report;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::StreamExt;
+use shared::config::Config;
+use shared::events::{EventPayload, EventType, topic_for};
+use shared::kafka::{ConsumerSettings, Handler, HandlerError, InboundMessage, run_consumer};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(about = "End-to-end benchmark of a running Kiln")]
+struct Args {
+    /// Base URL of the API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, default_value = "user")]
+    username: String,
+    #[arg(long, env = "DEFAULT_USER_PASSWORD", default_value = "user123")]
+    password: String,
+    /// Executions to submit.
+    #[arg(short = 'n', long, default_value_t = 500)]
+    count: usize,
+    /// Submissions in flight at once.
+    #[arg(short = 'c', long, default_value_t = 16)]
+    concurrency: usize,
+    /// Submit at most this many executions per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    #[arg(long, default_value = "bash")]
+    lang: String,
+    #[arg(long, default_value = "echo hello")]
+    script: String,
+    /// How long to wait for the last results after the last submission.
+    #[arg(long, default_value_t = 60)]
+    settle_seconds: u64,
+    /// Kiln's config (for Kafka's address and the topic prefix).
+    #[arg(long, default_value = "config.toml")]
+    config: std::path::PathBuf,
+}
+
+/// When each execution's `result_stored` arrived, and how many arrived.
+#[derive(Clone, Default)]
+struct Stored(Arc<Mutex<HashMap<String, (Instant, u32)>>>);
+
+impl Handler for Stored {
+    async fn handle(&self, message: &InboundMessage) -> Result<(), HandlerError> {
+        let event = message.decode_event()?;
+        if let EventPayload::ResultStored(_) = event.payload {
+            let mut stored = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let entry = stored
+                .entry(event.aggregate_id)
+                .or_insert((Instant::now(), 0));
+            entry.1 += 1;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config::load(&args.config).context("loading the Kiln config")?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let token = api_token(&client, &args).await?;
+
+    let stored = Stored::default();
+    let shutdown = CancellationToken::new();
+    let consumer = tokio::spawn(run_consumer(
+        config.kafka.clone(),
+        ConsumerSettings {
+            group_id: format!("kiln-bench-{}", std::process::id()),
+            topics: vec![topic_for(
+                &config.kafka.topic_prefix,
+                EventType::ResultStored,
+            )],
+            client_id: "kiln-bench".into(),
+            drain_timeout: Duration::from_secs(2),
+        },
+        Arc::new(stored.clone()),
+        shared::kafka::EventProducer::new(&config.kafka, "kiln-bench")?,
+        shutdown.clone(),
+    ));
+    // The group must own its partitions before the first result arrives (it reads from the end).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let body = serde_json::json!({ "lang": args.lang, "script": args.script });
+    let started = Instant::now();
+    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let submissions = futures::stream::iter(0..args.count)
+        .map(|i| {
+            let (client, token, body, url) = (&client, &token, &body, &args.url);
+            async move {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until((started + interval * i as u32).into()).await;
+                }
+                let sent = Instant::now();
+                let response = client
+                    .post(format!("{url}/api/v1/execute"))
+                    .bearer_auth(token)
+                    .json(body)
+                    .send()
+                    .await;
+                let id = match response {
+                    Ok(r) if r.status().as_u16() == 202 => r
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["execution_id"].as_str().map(str::to_owned)),
+                    _ => None,
+                };
+                (id, sent)
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    let submitted_in = started.elapsed();
+
+    let deadline = Instant::now() + Duration::from_secs(args.settle_seconds);
+    let accepted: Vec<(String, Instant)> = submissions
+        .iter()
+        .filter_map(|(id, sent)| id.clone().map(|id| (id, *sent)))
+        .collect();
+    loop {
+        let done = {
+            let stored = stored
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            accepted
+                .iter()
+                .filter(|(id, _)| stored.contains_key(id))
+                .count()
+        };
+        if done == accepted.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Late duplicates would arrive shortly after the first result.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    shutdown.cancel();
+    consumer.await??;
+
+    let stored = stored
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let report = report::Report::new(
+        &args.lang,
+        &args.script,
+        args.count,
+        args.concurrency,
+        submitted_in,
+        &accepted,
+        &stored,
+        started,
+    );
+    println!("{report}");
+    if report.lost > 0 || report.duplicated > 0 || report.rejected > 0 {
+        bail!(
+            "{} lost, {} duplicated, {} rejected",
+            report.lost,
+            report.duplicated,
+            report.rejected
+        );
+    }
+    Ok(())
+}
+
+/// Logs in and creates a personal API token (bearer auth needs no CSRF token).
+async fn api_token(client: &reqwest::Client, args: &Args) -> anyhow::Result<String> {
+    let login = client
+        .post(format!("{}/api/v1/auth/login", args.url))
+        .json(&serde_json::json!({ "username": args.username, "password": args.password }))
+        .send()
+        .await
+        .context("logging in")?;
+    if !login.status().is_success() {
+        bail!("login failed: {}", login.status());
+    }
+    let cookies: Vec<String> = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next().map(str::to_owned))
+        .collect();
+    let csrf = cookies
+        .iter()
+        .find_map(|c| c.strip_prefix("kiln_csrf=").map(str::to_owned))
+        .unwrap_or_default();
+    let created: serde_json::Value = client
+        .post(format!("{}/api/v1/auth/tokens", args.url))
+        .header("cookie", cookies.join("; "))
+        .header("x-csrf-token", csrf)
+        .json(&serde_json::json!({ "name": "kiln-bench" }))
+        .send()
+        .await?
+        .error_for_status()
+        .context("creating an API token")?
+        .json()
+        .await?;
+    created["token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no token in the answer")
+}
