@@ -3,137 +3,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+mod stack;
+
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use stack::{Isolation, SERVICES, Service, command, start, wait_ready, workspace_root};
 
-const SERVICES: [&str; 7] = [
-    "api",
-    "saga-orchestrator",
-    "k8s-worker",
-    "pod-monitor",
-    "result-processor",
-    "event-replay",
-    "dlq-processor",
-];
 const DRAIN_SECONDS: u64 = 10;
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `target/<profile>/<name>`, next to this test's own `deps/` directory.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing; build it first with `cargo build --workspace --bins`",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn command(name: &str) -> Command {
-    let mut command = Command::new(binary(name));
-    command
-        .current_dir(workspace_root())
-        .args(["--config", "config.toml"])
-        .env_remove("RUST_LOG");
-    command
-}
-
-struct Service {
-    name: &'static str,
-    port: u16,
-    child: Child,
-    log_path: PathBuf,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        // Best effort: the child may already have exited.
-        if self.child.kill().is_ok() {
-            self.child.wait().ok();
-        }
-    }
-}
-
-fn start(name: &'static str, prefix: &str) -> Service {
-    let port = free_port();
-    let env_name = name.replace('-', "_").to_uppercase();
-    // Logs go to a file (a pipe nobody reads would block a chatty child) named in failures.
-    let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{prefix}{name}.log"));
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = command(name)
-        .env(
-            format!("KILN__SERVICES__{env_name}__HTTP_ADDR"),
-            format!("127.0.0.1:{port}"),
-        )
-        .env("KILN__KAFKA__TOPIC_PREFIX", prefix)
-        .env("KILN__KAFKA__PARTITIONS", "2")
-        .env(
-            "KILN__LIFECYCLE__DRAIN_TIMEOUT_SECONDS",
-            DRAIN_SECONDS.to_string(),
-        )
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    Service {
-        name,
-        port,
-        child,
-        log_path,
-    }
-}
-
-async fn wait_ready(client: &reqwest::Client, service: &mut Service) -> serde_json::Value {
-    let url = format!("http://127.0.0.1:{}/health/ready", service.port);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(status) = service.child.try_wait().unwrap() {
-            panic!(
-                "{} exited early with {status}; log: {}",
-                service.name,
-                service.log_path.display()
-            );
-        }
-        if let Ok(response) = client.get(&url).send().await
-            && response.status() == 200
-        {
-            return response.json().await.unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never became ready; log: {}",
-            service.name,
-            service.log_path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_binary_serves_health_and_metrics_and_drains_on_sigterm() {
-    let prefix = format!("sys{}_", uuid::Uuid::now_v7().simple());
+    let isolation = Isolation::new("binaries");
+    let prefix = isolation.prefix.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let mut services: Vec<Service> = SERVICES.iter().map(|name| start(name, &prefix)).collect();
+    let mut services: Vec<Service> = SERVICES
+        .iter()
+        .map(|name| start(name, &isolation))
+        .collect();
 
     for service in &mut services {
         let ready = wait_ready(&client, service).await;
