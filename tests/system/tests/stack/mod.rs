@@ -8,6 +8,8 @@
     clippy::panic
 )]
 
+pub mod api;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
