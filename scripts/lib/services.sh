@@ -76,6 +76,8 @@ services_up() {
   fi
   [[ -f "$KILN_ROOT/$KILN_CONFIG" || -f "$KILN_CONFIG" ]] || warn "config file $KILN_CONFIG not found (services may fail to start)"
   export_infra_env
+  # k8s-worker starts the runner of the same build as the services.
+  export KILN__RUNTIME__RUNNER_PATH="${KILN__RUNTIME__RUNNER_PATH:-$bindir/kiln-runner}"
   for svc in "${KILN_SERVICES[@]}"; do
     if pid="$(service_pid "$svc")"; then
       ok "$svc already running (pid $pid; left alone: use --restart to pick up a new build)"
