@@ -57,6 +57,8 @@ pub struct Config {
     #[serde(default)]
     pub monitor: MonitorConfig,
     #[serde(default)]
+    pub event_store: EventStoreConfig,
+    #[serde(default)]
     pub services: ServicesConfig,
 }
 

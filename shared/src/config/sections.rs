@@ -327,6 +327,20 @@ impl Default for MonitorConfig {
     }
 }
 
+/// event-replay's event store: every event of every topic, kept for replay and history.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventStoreConfig {
+    /// Stored events expire this long after they were stored (a TTL index).
+    pub retention_days: u64,
+}
+
+impl Default for EventStoreConfig {
+    fn default() -> Self {
+        Self { retention_days: 30 }
+    }
+}
+
 /// Settings every binary has: where it serves health and metrics, and its consumer group.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

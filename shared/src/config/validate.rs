@@ -218,6 +218,11 @@ impl Config {
             )?;
         }
         ensure(
+            self.event_store.retention_days >= 1,
+            "event_store.retention_days",
+            "must be at least 1",
+        )?;
+        ensure(
             self.lifecycle.drain_timeout_seconds >= 1,
             "lifecycle.drain_timeout_seconds",
             "must be at least 1",
