@@ -1,13 +1,66 @@
 //! Kiln's `k8s-worker`: Creates and deletes the hardened executors (Kubernetes pods or local sandboxes).
 //!
 //! The binary's life cycle (config, telemetry, infrastructure, health, drain) comes from
-//! `shared::app`; this crate contributes only the service's own components.
+//! `shared::app`; this crate contributes the consumer of the executor commands and the runtimes
+//! behind it.
 
+mod handler;
+pub mod languages;
+pub mod local;
+pub mod runtime;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use shared::app::{Components, ServiceContext};
+use shared::config::RuntimeKind;
+use shared::events::{EventType, topic_for};
+use shared::kafka::{ConsumerSettings, run_consumer};
+
+pub use handler::Worker;
+pub use local::LocalRuntime;
+pub use runtime::{ExecutorMeta, ExecutorRuntime, ExecutorSpec, RuntimeError};
 
 pub const SERVICE_NAME: &str = "k8s-worker";
 
-/// Builds this service's components.
-pub async fn build(_context: ServiceContext) -> anyhow::Result<Components> {
-    Ok(Components::default())
+/// Builds this service's components: the command consumer over the configured runtime.
+pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
+    let config = &context.config;
+    let runtime = match config.runtime.kind {
+        RuntimeKind::Local => LocalRuntime::new(&config.runtime)
+            .await
+            .context("starting the local sandbox runtime")?,
+        RuntimeKind::Kubernetes => {
+            anyhow::bail!("runtime.kind = kubernetes is not implemented yet")
+        }
+    };
+    tracing::info!(
+        work_dir = %runtime.work_root().display(),
+        languages = ?runtime.languages().all().iter().map(|l| format!("{} {}", l.lang, l.version)).collect::<Vec<_>>(),
+        "local runtime ready"
+    );
+    let prefix = &config.kafka.topic_prefix;
+    let settings = ConsumerSettings {
+        group_id: config.services.k8s_worker.consumer_group.clone(),
+        topics: vec![
+            topic_for(prefix, EventType::CreatePodCommand),
+            topic_for(prefix, EventType::DeletePodCommand),
+        ],
+        client_id: SERVICE_NAME.to_owned(),
+        drain_timeout: context.lifecycle.drain_timeout(),
+    };
+    let producer = context.infra.producer.clone();
+    let worker = Worker::new(Arc::new(runtime), producer.clone());
+    let consumer = run_consumer(
+        config.kafka.clone(),
+        settings,
+        Arc::new(worker),
+        producer,
+        context.lifecycle.shutdown_token(),
+    );
+    Ok(
+        Components::default().spawn("executor-commands", async move {
+            consumer.await.context("executor command consumer")
+        }),
+    )
 }

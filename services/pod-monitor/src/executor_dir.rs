@@ -4,7 +4,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use kiln_runner_protocol::{RunnerResult, files};
+use kiln_runner_protocol::{
+    CANCELLED_FILE, RESULT_FILE, RUNNER_PID_FILE, RunnerResult, SPEC_FILE, STARTED_FILE,
+    STDERR_FILE, STDOUT_FILE,
+};
 use shared::events::OutputStream;
 use shared::executions::{EXECUTOR_META_FILE, ExecutorMeta};
 
@@ -26,7 +29,7 @@ impl ExecutorDir {
 
     /// Whether k8s-worker finished setting the directory up (its spec is written last).
     pub(crate) fn is_ready(&self) -> bool {
-        self.file(files::SPEC).exists() && self.file(EXECUTOR_META_FILE).exists()
+        self.file(SPEC_FILE).exists() && self.file(EXECUTOR_META_FILE).exists()
     }
 
     pub(crate) fn meta(&self) -> std::io::Result<ExecutorMeta> {
@@ -34,16 +37,17 @@ impl ExecutorDir {
     }
 
     pub(crate) fn has_started(&self) -> bool {
-        self.file(files::STARTED).exists()
+        self.file(STARTED_FILE).exists()
     }
 
+    /// Deleted on purpose (k8s-worker's delete writes the marker before killing the runner).
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.file(files::CANCELLED).exists()
+        self.file(CANCELLED_FILE).exists()
     }
 
     /// The runner's result, once it has been written (atomically, so never half a file).
     pub(crate) fn result(&self) -> std::io::Result<Option<RunnerResult>> {
-        match read_json(&self.file(files::RESULT)) {
+        match read_json(&self.file(RESULT_FILE)) {
             Ok(result) => Ok(Some(result)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -53,7 +57,7 @@ impl ExecutorDir {
     /// Whether the runner process is gone (so no result will ever come). A pid that now belongs
     /// to another program counts as gone.
     pub(crate) fn runner_is_gone(&self) -> bool {
-        let Ok(pid) = std::fs::read_to_string(self.file(files::RUNNER_PID)) else {
+        let Ok(pid) = std::fs::read_to_string(self.file(RUNNER_PID_FILE)) else {
             return false; // not started yet
         };
         match std::fs::read(format!("/proc/{}/cmdline", pid.trim())) {
@@ -67,8 +71,8 @@ impl ExecutorDir {
 
     fn log_path(&self, stream: OutputStream) -> PathBuf {
         self.file(match stream {
-            OutputStream::Stdout => files::STDOUT,
-            OutputStream::Stderr => files::STDERR,
+            OutputStream::Stdout => STDOUT_FILE,
+            OutputStream::Stderr => STDERR_FILE,
         })
     }
 

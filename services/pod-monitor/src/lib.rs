@@ -1,13 +1,52 @@
-//! Kiln's `pod-monitor`: Watches executors and turns what it sees into executor and execution events.
+//! Kiln's `pod-monitor`: watches executors and turns what it sees into executor and execution
+//! events (`pod_running`, `execution_started`, live `execution_output`, the terminal execution
+//! event and `pod_terminated`).
 //!
-//! The binary's life cycle (config, telemetry, infrastructure, health, drain) comes from
-//! `shared::app`; this crate contributes only the service's own components.
+//! This crate watches the local runtime's executor directories; the Kubernetes watcher arrives
+//! with the Kubernetes runtime.
 
+mod executor_dir;
+mod monitor;
+mod outcome;
+mod state;
+mod utf8;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
 use shared::app::{Components, ServiceContext};
+use shared::config::RuntimeKind;
+
+pub use monitor::Monitor;
 
 pub const SERVICE_NAME: &str = "pod-monitor";
 
 /// Builds this service's components.
-pub async fn build(_context: ServiceContext) -> anyhow::Result<Components> {
-    Ok(Components::default())
+pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
+    let runtime = &context.config.runtime;
+    if runtime.kind != RuntimeKind::Local {
+        anyhow::bail!(
+            "pod-monitor watches only the local runtime so far (runtime.kind = \"local\")"
+        );
+    }
+    let root = absolute(&runtime.work_dir)?;
+    let monitor = Monitor::new(
+        root,
+        context.infra.producer.clone(),
+        context.config.monitor.clone(),
+        SERVICE_NAME,
+    );
+    let shutdown = context.lifecycle.shutdown_token();
+    Ok(Components::default().spawn("local-executor-watcher", monitor.run(shutdown)))
+}
+
+/// `runtime.work_dir` is relative to the directory the services run from (the repository root).
+fn absolute(path: &str) -> anyhow::Result<PathBuf> {
+    let path = PathBuf::from(path);
+    if path.is_absolute() {
+        return Ok(path);
+    }
+    Ok(std::env::current_dir()
+        .context("reading the current directory")?
+        .join(path))
 }

@@ -93,7 +93,8 @@ impl Monitor {
         for t in updated {
             match t.state.finished_at {
                 Some(at) => {
-                    self.finished.insert(t.dir.execution_id.clone(), (t.dir.path, at));
+                    self.finished
+                        .insert(t.dir.execution_id.clone(), (t.dir.path, at));
                 }
                 None => {
                     self.active.insert(t.dir.execution_id.clone(), t);
@@ -112,7 +113,9 @@ impl Monitor {
             }
         };
         for entry in entries.flatten() {
-            let Some(dir) = ExecutorDir::new(entry.path()) else { continue };
+            let Some(dir) = ExecutorDir::new(entry.path()) else {
+                continue;
+            };
             if self.active.contains_key(&dir.execution_id)
                 || self.finished.contains_key(&dir.execution_id)
                 || !entry.file_type().is_ok_and(|t| t.is_dir())
@@ -122,7 +125,8 @@ impl Monitor {
             match MonitorState::load(&dir.path) {
                 Ok(state) => match state.finished_at {
                     Some(at) => {
-                        self.finished.insert(dir.execution_id.clone(), (dir.path, at));
+                        self.finished
+                            .insert(dir.execution_id.clone(), (dir.path, at));
                     }
                     None => {
                         self.active.insert(
@@ -190,10 +194,10 @@ async fn advance(
             "publish failed; retrying on the next pass"
         );
     }
-    if t.state != before {
-        if let Err(error) = t.state.save(&t.dir.path) {
-            tracing::error!(execution_id = %meta.execution_id, %error, "monitor state not saved; events may repeat");
-        }
+    if t.state != before
+        && let Err(error) = t.state.save(&t.dir.path)
+    {
+        tracing::error!(execution_id = %meta.execution_id, %error, "monitor state not saved; events may repeat");
     }
     t
 }
@@ -228,7 +232,8 @@ async fn step(
         t.state.running_published = true;
     }
 
-    let flush_due = t.last_flush.elapsed() >= Duration::from_millis(config.output_flush_interval_ms);
+    let flush_due =
+        t.last_flush.elapsed() >= Duration::from_millis(config.output_flush_interval_ms);
     if flush_due || ending {
         let drained = publish_output(t, meta, producer, config, service, ending).await?;
         t.last_flush = Instant::now();
@@ -237,7 +242,7 @@ async fn step(
         }
     }
 
-    let cancelled = t.dir.is_cancelled();
+    let cancelled = t.dir.is_cancelled() || result.as_ref().is_some_and(|r| r.cancelled);
     let terminated = |reason: &str, exit_code| {
         event(EventPayload::PodTerminated(PodTerminated {
             executor: executor.clone(),
@@ -247,14 +252,18 @@ async fn step(
     };
     match result {
         Some(result) if cancelled => {
-            producer.publish(&terminated("cancelled", result.exit_code)).await?;
+            producer
+                .publish(&terminated("cancelled", result.exit_code))
+                .await?;
         }
         Some(result) => {
             let stdout = t.dir.full_output(OutputStream::Stdout).unwrap_or_default();
             let stderr = t.dir.full_output(OutputStream::Stderr).unwrap_or_default();
             let payload = terminal_payload(&result, stdout, stderr, meta.timeout_seconds);
             producer.publish(&event(payload)).await?;
-            producer.publish(&terminated("exited", result.exit_code)).await?;
+            producer
+                .publish(&terminated("exited", result.exit_code))
+                .await?;
         }
         None if t.dir.runner_is_gone() && t.dir.result().ok().flatten().is_none() => {
             // The runner died without a result (killed, host trouble): say so now rather than
@@ -297,7 +306,11 @@ async fn publish_output(
             let full_chunk = bytes.len() == config.output_chunk_bytes;
             // Hold back a character cut at the end, unless the program is over and no more bytes
             // can complete it.
-            let take = if ending && !full_chunk { bytes.len() } else { complete_prefix_len(&bytes) };
+            let take = if ending && !full_chunk {
+                bytes.len()
+            } else {
+                complete_prefix_len(&bytes)
+            };
             if take == 0 {
                 break;
             }

@@ -31,10 +31,18 @@ pub(crate) fn terminal_payload(
         },
     };
     if let Some(error) = &result.error {
-        return failed(ErrorType::SystemError, format!("the runner failed: {error}"), outcome);
+        return failed(
+            ErrorType::SystemError,
+            format!("the runner failed: {error}"),
+            outcome,
+        );
     }
     if result.oom_killed {
-        return failed(ErrorType::ResourceLimit, "memory limit exceeded".into(), outcome);
+        return failed(
+            ErrorType::ResourceLimit,
+            "memory limit exceeded".into(),
+            outcome,
+        );
     }
     if result.timed_out {
         return EventPayload::ExecutionTimeout(ExecutionTimedOut {
@@ -43,7 +51,11 @@ pub(crate) fn terminal_payload(
         });
     }
     if result.pids_limited && outcome.exit_code != Some(0) {
-        return failed(ErrorType::ResourceLimit, "process limit reached".into(), outcome);
+        return failed(
+            ErrorType::ResourceLimit,
+            "process limit reached".into(),
+            outcome,
+        );
     }
     EventPayload::ExecutionCompleted(ExecutionFinished { outcome })
 }
@@ -79,7 +91,9 @@ mod tests {
         for code in [0, 1, 42] {
             let mut r = result();
             r.exit_code = Some(code);
-            let EventPayload::ExecutionCompleted(done) = run(&r) else { panic!("{code}") };
+            let EventPayload::ExecutionCompleted(done) = run(&r) else {
+                panic!("{code}")
+            };
             assert_eq!(done.outcome.exit_code, Some(code));
             assert_eq!(done.outcome.stdout, "out");
             assert_eq!(done.outcome.resource_usage.peak_memory_kb, 2048);
@@ -91,7 +105,9 @@ mod tests {
         let mut r = result();
         r.exit_code = None;
         r.signal = Some(11);
-        let EventPayload::ExecutionCompleted(done) = run(&r) else { panic!() };
+        let EventPayload::ExecutionCompleted(done) = run(&r) else {
+            panic!()
+        };
         assert_eq!(done.outcome.exit_code, Some(139));
     }
 
@@ -101,7 +117,9 @@ mod tests {
         r.timed_out = true;
         r.exit_code = None;
         r.signal = Some(9);
-        let EventPayload::ExecutionTimeout(t) = run(&r) else { panic!() };
+        let EventPayload::ExecutionTimeout(t) = run(&r) else {
+            panic!()
+        };
         assert_eq!(t.timeout_seconds, 5);
         assert_eq!(t.outcome.stdout, "out");
     }
@@ -111,7 +129,9 @@ mod tests {
         let mut r = result();
         r.oom_killed = true;
         r.signal = Some(9);
-        let EventPayload::ExecutionFailed(f) = run(&r) else { panic!() };
+        let EventPayload::ExecutionFailed(f) = run(&r) else {
+            panic!()
+        };
         assert_eq!(f.error_type, ErrorType::ResourceLimit);
         assert!(f.message.contains("memory"));
     }
@@ -121,7 +141,9 @@ mod tests {
         let mut r = result();
         r.pids_limited = true;
         r.exit_code = Some(1);
-        let EventPayload::ExecutionFailed(f) = run(&r) else { panic!() };
+        let EventPayload::ExecutionFailed(f) = run(&r) else {
+            panic!()
+        };
         assert_eq!(f.error_type, ErrorType::ResourceLimit);
         // A program that hit the limit but handled it and succeeded just completed.
         r.exit_code = Some(0);
@@ -132,7 +154,9 @@ mod tests {
     fn a_runner_failure_is_a_system_error() {
         let mut r = result();
         r.error = Some("spawn failed".into());
-        let EventPayload::ExecutionFailed(f) = run(&r) else { panic!() };
+        let EventPayload::ExecutionFailed(f) = run(&r) else {
+            panic!()
+        };
         assert_eq!(f.error_type, ErrorType::SystemError);
         assert!(f.message.contains("spawn failed"));
     }

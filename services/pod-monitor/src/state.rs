@@ -33,7 +33,10 @@ impl MonitorState {
     /// Written to a temporary file and renamed, so a crash never leaves a torn state.
     pub(crate) fn save(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(self).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(tmp, dir.join(STATE_FILE))
     }
 }

@@ -18,7 +18,11 @@ pub(crate) fn complete_prefix_len(bytes: &[u8]) -> usize {
             b if b & 0b1111_1000 == 0b1111_0000 => 4,
             _ => 1, // invalid lead byte: emit it (lossily) rather than wait forever
         };
-        return if bytes.len() - start < needed { start } else { bytes.len() };
+        return if bytes.len() - start < needed {
+            start
+        } else {
+            bytes.len()
+        };
     }
     bytes.len()
 }
@@ -57,7 +61,10 @@ mod tests {
             let first = complete_prefix_len(&bytes[..split]);
             let rebuilt = [&bytes[..first], &bytes[first..]].concat();
             assert_eq!(rebuilt, bytes);
-            assert!(std::str::from_utf8(&bytes[..first]).is_ok(), "split {split}");
+            assert!(
+                std::str::from_utf8(&bytes[..first]).is_ok(),
+                "split {split}"
+            );
         }
     }
 }

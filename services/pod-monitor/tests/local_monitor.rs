@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln_runner_protocol::{RunnerResult, files};
+use kiln_runner_protocol::{
+    CANCELLED_FILE, RESULT_FILE, RUNNER_PID_FILE, RunnerResult, SPEC_FILE, STARTED_FILE,
+    STDERR_FILE, STDOUT_FILE, WORK_DIR,
+};
 use pod_monitor::Monitor;
 use shared::config::Config;
 use shared::events::{ErrorType, Event, EventPayload, EventType, OutputStream, topic_for};
@@ -59,11 +62,17 @@ struct Harness {
     producer: EventProducer,
     events: Events,
     shutdown: CancellationToken,
+    runners: Mutex<Vec<std::process::Child>>,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        for runner in self.runners.lock().unwrap().iter_mut() {
+            if runner.kill().is_ok() {
+                runner.wait().ok();
+            }
+        }
     }
 }
 
@@ -106,6 +115,7 @@ async fn harness() -> Harness {
         producer,
         events,
         shutdown,
+        runners: Mutex::default(),
     }
 }
 
@@ -123,7 +133,7 @@ impl Harness {
     fn executor(&self) -> (String, PathBuf, ExecutorMeta) {
         let id = Uuid::now_v7().to_string();
         let dir = self.root.join(&id);
-        std::fs::create_dir_all(dir.join(files::WORK)).unwrap();
+        std::fs::create_dir_all(dir.join(WORK_DIR)).unwrap();
         let meta = ExecutorMeta {
             execution_id: id.clone(),
             user_id: Some("user-7".into()),
@@ -136,8 +146,15 @@ impl Harness {
             serde_json::to_vec(&meta).unwrap(),
         )
         .unwrap();
-        std::fs::write(dir.join(files::SPEC), b"{}").unwrap();
-        std::fs::write(dir.join(files::RUNNER_PID), std::process::id().to_string()).unwrap();
+        std::fs::write(dir.join(SPEC_FILE), b"{}").unwrap();
+        // A stand-in for the runner: alive, with the state directory on its command line.
+        let runner = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 600"])
+            .arg(&dir)
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join(RUNNER_PID_FILE), runner.id().to_string()).unwrap();
+        self.runners.lock().unwrap().push(runner);
         (id, dir, meta)
     }
 }
@@ -153,7 +170,7 @@ fn append(dir: &Path, name: &str, bytes: &[u8]) {
 }
 
 fn finish(dir: &Path, result: &RunnerResult) {
-    std::fs::write(dir.join(files::RESULT), serde_json::to_vec(result).unwrap()).unwrap();
+    std::fs::write(dir.join(RESULT_FILE), serde_json::to_vec(result).unwrap()).unwrap();
 }
 
 fn exited(code: i32) -> RunnerResult {
@@ -189,15 +206,15 @@ async fn a_run_becomes_running_live_output_and_one_terminal_event() {
         "nothing happens before the program starts"
     );
 
-    std::fs::write(dir.join(files::STARTED), b"{}").unwrap();
+    std::fs::write(dir.join(STARTED_FILE), b"{}").unwrap();
     // A multi-byte character split across two writes must reach consumers whole.
     let text = "héllo 🌍 漢字\n";
     let bytes = text.as_bytes();
-    append(&dir, files::STDOUT, &bytes[..8]);
+    append(&dir, STDOUT_FILE, &bytes[..8]);
     monitor.pass().await;
     tokio::time::sleep(Duration::from_millis(150)).await;
-    append(&dir, files::STDOUT, &bytes[8..]);
-    append(&dir, files::STDERR, b"warning\n");
+    append(&dir, STDOUT_FILE, &bytes[8..]);
+    append(&dir, STDERR_FILE, b"warning\n");
     monitor.pass().await;
     assert!(
         wait_until(WAIT, || h.events.count(&id, EventType::ExecutionOutput)
@@ -259,12 +276,12 @@ async fn a_run_becomes_running_live_output_and_one_terminal_event() {
 async fn a_restarted_monitor_resumes_without_repeating_or_skipping() {
     let h = harness().await;
     let (id, dir, _) = h.executor();
-    std::fs::write(dir.join(files::STARTED), b"{}").unwrap();
-    append(&dir, files::STDOUT, b"first\n");
+    std::fs::write(dir.join(STARTED_FILE), b"{}").unwrap();
+    append(&dir, STDOUT_FILE, b"first\n");
     let mut first = h.monitor();
     first.pass().await;
     drop(first); // "restart"
-    append(&dir, files::STDOUT, b"second\n");
+    append(&dir, STDOUT_FILE, b"second\n");
     finish(&dir, &exited(0));
     let mut second = h.monitor();
     second.pass().await;
@@ -286,8 +303,8 @@ async fn timeouts_keep_output_and_cancelled_executors_get_no_second_terminal_eve
     let h = harness().await;
     let mut monitor = h.monitor();
     let (timed_out, dir, _) = h.executor();
-    std::fs::write(dir.join(files::STARTED), b"{}").unwrap();
-    append(&dir, files::STDOUT, b"tick\n");
+    std::fs::write(dir.join(STARTED_FILE), b"{}").unwrap();
+    append(&dir, STDOUT_FILE, b"tick\n");
     finish(
         &dir,
         &RunnerResult {
@@ -297,8 +314,8 @@ async fn timeouts_keep_output_and_cancelled_executors_get_no_second_terminal_eve
         },
     );
     let (cancelled, dir2, _) = h.executor();
-    std::fs::write(dir2.join(files::STARTED), b"{}").unwrap();
-    std::fs::write(dir2.join(files::CANCELLED), b"").unwrap();
+    std::fs::write(dir2.join(STARTED_FILE), b"{}").unwrap();
+    std::fs::write(dir2.join(CANCELLED_FILE), b"").unwrap();
     finish(
         &dir2,
         &RunnerResult {
@@ -339,7 +356,7 @@ async fn a_runner_that_dies_without_a_result_ends_as_executor_lost() {
     let h = harness().await;
     let mut monitor = h.monitor();
     let (id, dir, _) = h.executor();
-    std::fs::write(dir.join(files::RUNNER_PID), "999999999").unwrap();
+    std::fs::write(dir.join(RUNNER_PID_FILE), "999999999").unwrap();
     monitor.pass().await;
     assert!(
         wait_until(WAIT, || h.events.count(&id, EventType::ExecutionFailed)

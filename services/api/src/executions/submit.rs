@@ -1,0 +1,223 @@
+//! `POST /api/v1/execute`: validate, insert the execution, publish `execution_requested`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use shared::events::{
+    Event, EventMetadata, EventPayload, ExecutionLimits, ExecutionRequested, ExecutionStatus,
+};
+use shared::executions::ExecutionDoc;
+
+use super::{idempotency, store};
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, ApiJson, is_duplicate_key};
+use crate::state::AppState;
+
+pub const MAX_STDIN_BYTES: usize = 1024 * 1024;
+const MAX_PRIORITY: i64 = 9;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    pub script: String,
+    pub lang: String,
+    #[serde(default)]
+    pub lang_version: Option<String>,
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Signed so a negative value gets `invalid_timeout` rather than a JSON type error.
+    #[serde(default)]
+    pub timeout_seconds: Option<i64>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub execution_id: String,
+    pub status: ExecutionStatus,
+}
+
+/// A request that passed every check, with defaults resolved.
+struct Valid {
+    request: ExecutionRequested,
+}
+
+fn validate(state: &AppState, request: SubmitRequest) -> Result<Valid, ApiError> {
+    let language = state
+        .languages
+        .resolve(&request.lang, request.lang_version.as_deref())
+        .map_err(|e| match e {
+            crate::languages::LookupError::UnknownLanguage(_) => {
+                ApiError::bad_request("unknown_language", e.to_string())
+            }
+            crate::languages::LookupError::UnknownVersion { .. } => {
+                ApiError::bad_request("unknown_version", e.to_string())
+            }
+        })?;
+    let limits = &state.limits;
+    if request.script.len() > limits.max_script_bytes {
+        return Err(ApiError::too_large(
+            "script_too_large",
+            format!("script: at most {} bytes", limits.max_script_bytes),
+        ));
+    }
+    if request
+        .stdin
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_STDIN_BYTES)
+    {
+        return Err(ApiError::too_large(
+            "stdin_too_large",
+            format!("stdin: at most {MAX_STDIN_BYTES} bytes"),
+        ));
+    }
+    let timeout = match request.timeout_seconds {
+        None => limits.default_timeout_seconds,
+        Some(t) => u64::try_from(t)
+            .ok()
+            .filter(|t| (1..=limits.max_timeout_seconds).contains(t))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_timeout",
+                    format!(
+                        "timeout_seconds: 1-{} (default {})",
+                        limits.max_timeout_seconds, limits.default_timeout_seconds
+                    ),
+                )
+            })?,
+    };
+    let priority = match request.priority {
+        None => 0,
+        Some(p) => u8::try_from(p)
+            .ok()
+            .filter(|p| i64::from(*p) <= MAX_PRIORITY)
+            .ok_or_else(|| ApiError::bad_request("invalid_priority", "priority: 0-9"))?,
+    };
+    Ok(Valid {
+        request: ExecutionRequested {
+            script: request.script,
+            lang: language.lang.clone(),
+            lang_version: language.version.clone(),
+            stdin: request.stdin,
+            priority,
+            limits: ExecutionLimits {
+                timeout_seconds: timeout,
+                memory_mb: limits.memory_mb,
+                max_processes: limits.max_processes,
+                max_output_bytes: u64::try_from(limits.max_output_bytes).unwrap_or(u64::MAX),
+                max_file_bytes: limits.max_file_bytes,
+            },
+        },
+    })
+}
+
+/// A UUIDv7 and a `created_at` taken from its own timestamp, so sorting by either agrees and
+/// the id can serve as a time cursor.
+fn new_id() -> (String, bson::DateTime) {
+    let id = uuid::Uuid::now_v7();
+    let created_at = id
+        .get_timestamp()
+        .map(|ts| {
+            let (secs, nanos) = ts.to_unix();
+            let millis = secs
+                .saturating_mul(1000)
+                .saturating_add(u64::from(nanos / 1_000_000));
+            bson::DateTime::from_millis(i64::try_from(millis).unwrap_or(i64::MAX))
+        })
+        .unwrap_or_else(bson::DateTime::now);
+    (id.to_string(), created_at)
+}
+
+fn existing(doc: &ExecutionDoc) -> (StatusCode, Json<Accepted>) {
+    (
+        StatusCode::OK,
+        Json(Accepted {
+            execution_id: doc.id.clone(),
+            status: doc.status,
+        }),
+    )
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<SubmitRequest>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let key = idempotency::from_headers(&headers)?;
+    let Valid { request } = validate(&state, request)?;
+
+    if let Some(key) = &key
+        && let Some(found) = store::find_by_key(&state.db, &user.id, key).await?
+    {
+        if idempotency::is_fresh(
+            found.created_at,
+            bson::DateTime::now(),
+            state.api.idempotency_ttl_hours,
+        ) {
+            return Ok(existing(&found));
+        }
+        store::release_key(&state.db, &found.id, key).await?;
+    }
+
+    let (id, created_at) = new_id();
+    let doc = ExecutionDoc {
+        id: id.clone(),
+        user_id: user.id.clone(),
+        status: ExecutionStatus::Queued,
+        lang: request.lang.clone(),
+        lang_version: request.lang_version.clone(),
+        script: request.script.clone(),
+        stdin: request.stdin.clone(),
+        priority: request.priority,
+        timeout_seconds: request.limits.timeout_seconds,
+        idempotency_key: key.clone(),
+        stdout: String::new(),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        exit_code: None,
+        error_type: None,
+        error_message: None,
+        resource_usage: None,
+        created_at,
+        scheduled_at: None,
+        started_at: None,
+        finished_at: None,
+        result_event_id: None,
+    };
+    match store::collection(&state.db).insert_one(&doc).await {
+        Ok(_) => {}
+        // A concurrent request with the same key won the insert; answer with its execution
+        // (it publishes, this one does not).
+        Err(error) if key.is_some() && is_duplicate_key(&error) => {
+            let key = key.as_deref().unwrap_or_default();
+            let found = store::find_by_key(&state.db, &user.id, key)
+                .await?
+                .ok_or_else(|| ApiError::internal(error))?;
+            return Ok(existing(&found));
+        }
+        Err(error) => return Err(error.into()),
+    }
+
+    let event = Event::new(
+        id.clone(),
+        EventPayload::ExecutionRequested(request),
+        EventMetadata::new(crate::SERVICE_NAME, Some(user.id)),
+    );
+    if let Err(error) = state.producer.publish(&event).await {
+        tracing::error!(execution_id = %id, error.cause_chain = %shared::errors::display_chain(&error), "publishing execution_requested failed");
+        store::mark_publish_failed(&state.db, &id).await?;
+        return Err(ApiError::queue_unavailable());
+    }
+    tracing::info!(execution_id = %id, "execution queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            execution_id: id,
+            status: ExecutionStatus::Queued,
+        }),
+    ))
+}

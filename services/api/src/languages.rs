@@ -1,0 +1,123 @@
+//! The languages this host can run: the configured ones whose interpreter exists here.
+
+use std::path::Path;
+
+use shared::config::LanguageConfig;
+
+/// One offered language with its versions in configuration order (the first is the default).
+#[derive(Debug, Clone)]
+pub struct Language {
+    pub lang: String,
+    pub versions: Vec<LanguageConfig>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LanguageRegistry {
+    languages: Vec<Language>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LookupError {
+    #[error("language {0:?} is not offered")]
+    UnknownLanguage(String),
+    #[error("version {version:?} of {lang} is not offered")]
+    UnknownVersion { lang: String, version: String },
+}
+
+impl LanguageRegistry {
+    /// Keeps the languages whose `command[0]` exists on this host: offering one the executors
+    /// cannot start would only produce failed executions.
+    pub fn from_config(configured: &[LanguageConfig]) -> Self {
+        Self::with_filter(configured, |program| Path::new(program).exists())
+    }
+
+    pub fn with_filter(configured: &[LanguageConfig], available: impl Fn(&str) -> bool) -> Self {
+        let mut languages: Vec<Language> = Vec::new();
+        for entry in configured {
+            let present = entry.command.first().is_some_and(|p| available(p));
+            if !present {
+                tracing::info!(lang = %entry.lang, version = %entry.version, "interpreter missing; language not offered");
+                continue;
+            }
+            match languages.iter_mut().find(|l| l.lang == entry.lang) {
+                Some(language) => language.versions.push(entry.clone()),
+                None => languages.push(Language {
+                    lang: entry.lang.clone(),
+                    versions: vec![entry.clone()],
+                }),
+            }
+        }
+        Self { languages }
+    }
+
+    pub fn languages(&self) -> &[Language] {
+        &self.languages
+    }
+
+    /// The configuration for `lang` at `version` (the first configured version when `None`).
+    pub fn resolve(
+        &self,
+        lang: &str,
+        version: Option<&str>,
+    ) -> Result<&LanguageConfig, LookupError> {
+        let language = self
+            .languages
+            .iter()
+            .find(|l| l.lang == lang)
+            .ok_or_else(|| LookupError::UnknownLanguage(lang.to_owned()))?;
+        let found = match version {
+            None => language.versions.first(),
+            Some(v) => language.versions.iter().find(|c| c.version == v),
+        };
+        found.ok_or_else(|| LookupError::UnknownVersion {
+            lang: lang.to_owned(),
+            version: version.unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lang(lang: &str, version: &str, program: &str) -> LanguageConfig {
+        LanguageConfig {
+            lang: lang.into(),
+            version: version.into(),
+            file_name: "main".into(),
+            command: vec![program.into()],
+            env: Default::default(),
+            image: String::new(),
+            example: String::new(),
+        }
+    }
+
+    #[test]
+    fn missing_interpreters_are_hidden_and_the_first_version_is_the_default() {
+        let configured = [
+            lang("python", "3.11", "/ok"),
+            lang("python", "3.12", "/ok"),
+            lang("ruby", "3.1", "/missing"),
+        ];
+        let registry = LanguageRegistry::with_filter(&configured, |p| p == "/ok");
+        assert_eq!(registry.languages().len(), 1);
+        assert_eq!(
+            registry.resolve("python", None).map(|c| c.version.as_str()),
+            Ok("3.11")
+        );
+        assert_eq!(
+            registry
+                .resolve("python", Some("3.12"))
+                .map(|c| c.version.as_str()),
+            Ok("3.12")
+        );
+        assert!(matches!(
+            registry.resolve("python", Some("2.7")),
+            Err(LookupError::UnknownVersion { .. })
+        ));
+        assert!(matches!(
+            registry.resolve("ruby", None),
+            Err(LookupError::UnknownLanguage(_))
+        ));
+    }
+}

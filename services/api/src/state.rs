@@ -1,0 +1,95 @@
+//! What every handler shares: configuration slices, infrastructure clients and the registries.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use mongodb::Database;
+use redis::aio::ConnectionManager;
+use secrecy::ExposeSecret;
+use shared::config::{ApiConfig, Config, LimitsConfig};
+use shared::kafka::EventProducer;
+
+use crate::auth::jwt::JwtKey;
+use crate::languages::LanguageRegistry;
+use crate::sse::StreamLimiter;
+
+/// Concurrent SSE streams one user may hold open.
+pub const MAX_STREAMS_PER_USER: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("api.jwt_secret is empty")]
+    EmptyJwtSecret,
+    #[error("api.jwt_secret cannot key HMAC-SHA256")]
+    JwtKey,
+    #[error("redis URL is invalid")]
+    RedisUrl(#[source] redis::RedisError),
+}
+
+/// Cheap to clone: everything lives behind one `Arc`.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub api: ApiConfig,
+    pub limits: LimitsConfig,
+    pub redis_key_prefix: String,
+    pub producer: EventProducer,
+    pub db: Database,
+    /// Short commands (shared, auto-reconnecting).
+    pub redis: ConnectionManager,
+    /// Opens one dedicated connection per SSE stream: `XREAD BLOCK` holds its connection, so it
+    /// must not block the shared one.
+    pub redis_client: redis::Client,
+    pub languages: LanguageRegistry,
+    pub jwt: JwtKey,
+    pub streams: StreamLimiter,
+    /// A real argon2id hash to verify against when the user does not exist, so an unknown user
+    /// costs the same time as a wrong password.
+    pub(crate) dummy_hash: tokio::sync::OnceCell<String>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("db", &self.db.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        config: &Config,
+        producer: EventProducer,
+        db: Database,
+        redis: ConnectionManager,
+    ) -> Result<Self, StateError> {
+        let secret = config.api.jwt_secret.expose_secret();
+        if secret.is_empty() {
+            return Err(StateError::EmptyJwtSecret);
+        }
+        let redis_client =
+            redis::Client::open(config.redis.url.expose_secret()).map_err(StateError::RedisUrl)?;
+        Ok(Self(Arc::new(Inner {
+            api: config.api.clone(),
+            limits: config.limits.clone(),
+            redis_key_prefix: config.redis.key_prefix.clone(),
+            producer,
+            db,
+            redis,
+            redis_client,
+            languages: LanguageRegistry::from_config(&config.runtime.languages),
+            jwt: JwtKey::new(secret.as_bytes()).map_err(|_| StateError::JwtKey)?,
+            streams: StreamLimiter::new(MAX_STREAMS_PER_USER),
+            dummy_hash: tokio::sync::OnceCell::new(),
+        })))
+    }
+}
