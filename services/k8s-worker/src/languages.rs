@@ -65,6 +65,8 @@ mod tests {
             env: Default::default(),
             image: String::new(),
             example: String::new(),
+            memory_mb: None,
+            max_processes: None,
         }
     }
 

@@ -230,6 +230,12 @@ pub struct LanguageConfig {
     #[serde(default)]
     pub image: String,
     pub example: String,
+    /// Overrides `limits.memory_mb` for this language (a compiler may need more than scripts).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Overrides `limits.max_processes` for this language.
+    #[serde(default)]
+    pub max_processes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -104,8 +104,8 @@ fn validate(state: &AppState, request: SubmitRequest) -> Result<Valid, ApiError>
             priority,
             limits: ExecutionLimits {
                 timeout_seconds: timeout,
-                memory_mb: limits.memory_mb,
-                max_processes: limits.max_processes,
+                memory_mb: language.memory_mb.unwrap_or(limits.memory_mb),
+                max_processes: language.max_processes.unwrap_or(limits.max_processes),
                 max_output_bytes: u64::try_from(limits.max_output_bytes).unwrap_or(u64::MAX),
                 max_file_bytes: limits.max_file_bytes,
             },
