@@ -1,0 +1,102 @@
+//! The `executions` projection. Only this service updates the collection after the api's insert,
+//! and every update is conditional on a lower status (`statuses_below`), so a late or duplicated
+//! event never moves a status back and the terminal result is written once.
+
+use mongodb::bson::{self, DateTime, Document, doc};
+use mongodb::{Collection, Database};
+use shared::events::{Event, EventPayload, ExecutionOutcome, ExecutionStatus};
+use shared::executions::{EXECUTIONS_COLLECTION, ExecutionDoc, status_name, statuses_below};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("mongodb operation failed")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("encoding a result field failed")]
+    Encode(#[from] bson::ser::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutionStore {
+    typed: Collection<ExecutionDoc>,
+    raw: Collection<Document>,
+}
+
+impl ExecutionStore {
+    pub fn new(db: &Database) -> Self {
+        Self {
+            typed: db.collection(EXECUTIONS_COLLECTION),
+            raw: db.collection(EXECUTIONS_COLLECTION),
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<ExecutionDoc>, StoreError> {
+        Ok(self.typed.find_one(doc! { "_id": id }).await?)
+    }
+
+    /// Moves a non-terminal status forward, setting `set` with it; `true` if it moved.
+    pub async fn advance(
+        &self,
+        id: &str,
+        status: ExecutionStatus,
+        mut set: Document,
+    ) -> Result<bool, StoreError> {
+        set.insert("status", status_name(status));
+        let result = self
+            .raw
+            .update_one(
+                doc! { "_id": id, "status": { "$in": statuses_below(status) } },
+                doc! { "$set": set },
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    /// Writes the terminal result of `event` if the execution is not terminal yet; `true` if this
+    /// call wrote it.
+    pub async fn store_terminal(
+        &self,
+        id: &str,
+        event: &Event,
+        status: ExecutionStatus,
+    ) -> Result<bool, StoreError> {
+        let mut set = doc! {
+            "status": status_name(status),
+            "finished_at": DateTime::from_chrono(event.occurred_at),
+            "result_event_id": event.event_id.to_string(),
+        };
+        match &event.payload {
+            EventPayload::ExecutionCompleted(finished) => {
+                outcome_fields(&mut set, &finished.outcome)?
+            }
+            EventPayload::ExecutionTimeout(timed_out) => {
+                outcome_fields(&mut set, &timed_out.outcome)?;
+                set.insert(
+                    "error_message",
+                    format!("time limit of {} s exceeded", timed_out.timeout_seconds),
+                );
+            }
+            EventPayload::ExecutionFailed(failed) => {
+                if let Some(outcome) = &failed.outcome {
+                    outcome_fields(&mut set, outcome)?;
+                }
+                set.insert("error_type", bson::to_bson(&failed.error_type)?);
+                set.insert("error_message", &failed.message);
+            }
+            EventPayload::ExecutionCancelled(cancelled) => {
+                set.insert("error_message", format!("cancelled: {}", cancelled.reason));
+            }
+            _ => {}
+        }
+        self.advance(id, status, set).await
+    }
+}
+
+fn outcome_fields(set: &mut Document, outcome: &ExecutionOutcome) -> Result<(), StoreError> {
+    set.insert("stdout", &outcome.stdout);
+    set.insert("stderr", &outcome.stderr);
+    set.insert("stdout_truncated", outcome.stdout_truncated);
+    set.insert("stderr_truncated", outcome.stderr_truncated);
+    set.insert("exit_code", outcome.exit_code);
+    set.insert("resource_usage", bson::to_bson(&outcome.resource_usage)?);
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! The `sagas` collection: documents, indexes and the conditional updates every transition uses.
+//!
+//! A transition is one `update_one` whose filter names the states it may leave, and whose update
+//! records the new state, the step, any compensation and the events to publish (the outbox) at
+//! once. So a crash after the write loses nothing: the outbox is published later (see
+//! [`crate::outbox`]).
+
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
+use mongodb::bson::{self, Bson, DateTime, Document, doc};
+use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+use shared::events::{Event, ExecutionRequested};
+
+pub const SAGAS_COLLECTION: &str = "sagas";
+pub const LOCKS_COLLECTION: &str = "locks";
+const DUPLICATE_KEY: i32 = 11000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaState {
+    Queued,
+    Scheduled,
+    Running,
+    Finished,
+    Cancelled,
+}
+
+impl SagaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Finished => "finished",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// States that hold a concurrency slot: the slot *is* the state.
+    pub const ACTIVE: &'static [SagaState] = &[SagaState::Scheduled, SagaState::Running];
+}
+
+/// The execution flow a saga's events belong to (from the request, or whatever came first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    pub correlation_id: String,
+    pub request_event_id: Option<String>,
+    pub user_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub name: String,
+    pub status: String,
+    pub at: DateTime,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Step {
+    pub fn done(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            status: "completed".to_owned(),
+            at: DateTime::now(),
+            error: None,
+        }
+    }
+
+    pub fn failed(name: &str, error: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            status: "failed".to_owned(),
+            at: DateTime::now(),
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// An event written with a transition and not yet acknowledged by Kafka. Stored as its JSON so
+/// that a re-publish sends the very same event (same `event_id`, so consumers de-duplicate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub event: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SagaDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    pub state: SagaState,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub enqueued_at: Option<DateTime>,
+    #[serde(default)]
+    pub scheduled_at: Option<DateTime>,
+    #[serde(default)]
+    pub deadline_at: Option<DateTime>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime>,
+    /// Absent on a marker: a cancel or terminal event that arrived before the request.
+    #[serde(default)]
+    pub request: Option<ExecutionRequested>,
+    #[serde(default)]
+    pub flow: Option<Flow>,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub compensations: Vec<Step>,
+    #[serde(default)]
+    pub outbox: Vec<OutboxEntry>,
+    /// Who asked to cancel, when a cancel came first (kept for the later request).
+    #[serde(default)]
+    pub cancelled_by: Option<String>,
+    pub updated_at: DateTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("mongodb operation failed")]
+    Mongo(#[from] MongoError),
+    #[error("encoding a saga field failed")]
+    Encode(#[from] bson::ser::Error),
+    #[error("encoding an event failed")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One state change, applied only if the saga is still in one of `from`.
+#[derive(Debug)]
+pub struct Transition {
+    pub from: &'static [SagaState],
+    pub to: SagaState,
+    /// Extra conditions (e.g. `deadline_at < now` for the sweeper).
+    pub filter: Document,
+    /// Extra fields to set.
+    pub set: Document,
+    pub step: Step,
+    pub compensations: Vec<Step>,
+    pub outbox: Vec<Event>,
+}
+
+impl Transition {
+    pub fn new(from: &'static [SagaState], to: SagaState, step: Step) -> Self {
+        Self {
+            from,
+            to,
+            filter: Document::new(),
+            set: Document::new(),
+            step,
+            compensations: Vec::new(),
+            outbox: Vec::new(),
+        }
+    }
+}
+
+pub fn is_duplicate_key(error: &MongoError) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().any(|e| e.code == DUPLICATE_KEY)),
+        _ => false,
+    }
+}
+
+pub fn outbox_entries(events: &[Event]) -> Result<Vec<OutboxEntry>, StoreError> {
+    events
+        .iter()
+        .map(|event| {
+            Ok(OutboxEntry {
+                id: event.event_id.to_string(),
+                event: String::from_utf8_lossy(&event.to_json()?).into_owned(),
+            })
+        })
+        .collect()
+}
+
+fn states(list: &[SagaState]) -> Vec<&'static str> {
+    list.iter().map(|s| s.as_str()).collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct SagaStore {
+    sagas: Collection<SagaDoc>,
+    raw: Collection<Document>,
+}
+
+impl SagaStore {
+    pub fn new(db: &Database) -> Self {
+        Self {
+            sagas: db.collection(SAGAS_COLLECTION),
+            raw: db.collection(SAGAS_COLLECTION),
+        }
+    }
+
+    pub async fn ensure_indexes(db: &Database) -> Result<(), shared::mongo::MongoError> {
+        let index = |keys: Document, name: &str| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().name(name.to_owned()).build())
+                .build()
+        };
+        shared::mongo::ensure_indexes(
+            db,
+            SAGAS_COLLECTION,
+            vec![
+                index(
+                    doc! { "state": 1, "priority": -1, "enqueued_at": 1 },
+                    "state_priority_enqueued",
+                ),
+                index(doc! { "user_id": 1, "state": 1 }, "user_state"),
+                index(doc! { "state": 1, "deadline_at": 1 }, "state_deadline"),
+            ],
+        )
+        .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<SagaDoc>, StoreError> {
+        Ok(self.sagas.find_one(doc! { "_id": id }).await?)
+    }
+
+    /// Inserts a new saga; `false` when one with this id exists already.
+    pub async fn insert(&self, saga: &SagaDoc) -> Result<bool, StoreError> {
+        match self.sagas.insert_one(saga).await {
+            Ok(_) => Ok(true),
+            Err(error) if is_duplicate_key(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Creates `fields` as a new saga only if none exists; `true` when this call created it.
+    pub async fn insert_marker(&self, id: &str, fields: Document) -> Result<bool, StoreError> {
+        let result = self
+            .raw
+            .update_one(doc! { "_id": id }, doc! { "$setOnInsert": fields })
+            .upsert(true)
+            .await;
+        match result {
+            Ok(result) => Ok(result.upserted_id.is_some()),
+            // Two upserts racing on one _id: the loser sees the unique index.
+            Err(error) if is_duplicate_key(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Applies `transition` if the saga is still in one of its `from` states.
+    pub async fn apply(&self, id: &str, transition: Transition) -> Result<bool, StoreError> {
+        let mut filter = doc! { "_id": id, "state": { "$in": states(transition.from) } };
+        filter.extend(transition.filter);
+        let mut set = transition.set;
+        set.insert("state", transition.to.as_str());
+        set.insert("updated_at", DateTime::now());
+        let mut push = doc! { "steps": bson::to_bson(&transition.step)? };
+        if !transition.compensations.is_empty() {
+            push.insert(
+                "compensations",
+                doc! { "$each": bson::to_bson(&transition.compensations)? },
+            );
+        }
+        let entries = outbox_entries(&transition.outbox)?;
+        if !entries.is_empty() {
+            push.insert("outbox", doc! { "$each": bson::to_bson(&entries)? });
+        }
+        let result = self
+            .raw
+            .update_one(filter, doc! { "$set": set, "$push": push })
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    /// Removes published entries from a saga's outbox.
+    pub async fn pull_outbox(&self, id: &str, entry_ids: &[String]) -> Result<(), StoreError> {
+        if entry_ids.is_empty() {
+            return Ok(());
+        }
+        self.raw
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$pull": { "outbox": { "id": { "$in": entry_ids } } } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sagas whose outbox was not emptied by the writer within `older_than`.
+    pub async fn with_pending_outbox(
+        &self,
+        older_than: DateTime,
+    ) -> Result<Vec<SagaDoc>, StoreError> {
+        let filter = doc! { "outbox.0": { "$exists": true }, "updated_at": { "$lt": older_than } };
+        Ok(self
+            .sagas
+            .find(filter)
+            .limit(500)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// Slots in use, by user.
+    pub async fn active_by_user(&self) -> Result<HashMap<String, usize>, StoreError> {
+        let mut cursor = self
+            .raw
+            .find(doc! { "state": { "$in": states(SagaState::ACTIVE) } })
+            .projection(doc! { "user_id": 1 })
+            .await?;
+        let mut counts = HashMap::new();
+        while let Some(saga) = cursor.try_next().await? {
+            let user = saga.get_str("user_id").unwrap_or_default().to_owned();
+            *counts.entry(user).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    pub async fn count_in(&self, state: SagaState) -> Result<u64, StoreError> {
+        Ok(self
+            .raw
+            .count_documents(doc! { "state": state.as_str() })
+            .await?)
+    }
+
+    /// Queued sagas in scheduling order (priority desc, then FIFO), leaving out users at their cap.
+    pub async fn queued_in_order(
+        &self,
+        skip_users: Vec<String>,
+    ) -> Result<mongodb::Cursor<SagaDoc>, StoreError> {
+        let filter =
+            doc! { "state": SagaState::Queued.as_str(), "user_id": { "$nin": skip_users } };
+        Ok(self
+            .sagas
+            .find(filter)
+            .sort(doc! { "priority": -1, "enqueued_at": 1, "_id": 1 })
+            .await?)
+    }
+
+    /// Sagas holding a slot whose deadline passed.
+    pub async fn overdue(&self, now: DateTime) -> Result<Vec<SagaDoc>, StoreError> {
+        let filter = doc! {
+            "state": { "$in": states(SagaState::ACTIVE) },
+            "deadline_at": { "$lt": now },
+        };
+        Ok(self
+            .sagas
+            .find(filter)
+            .limit(500)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    pub fn to_bson<T: Serialize>(value: &T) -> Result<Bson, StoreError> {
+        Ok(bson::to_bson(value)?)
+    }
+}
