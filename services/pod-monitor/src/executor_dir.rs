@@ -57,15 +57,27 @@ impl ExecutorDir {
     /// Whether the runner process is gone (so no result will ever come). A pid that now belongs
     /// to another program counts as gone.
     pub(crate) fn runner_is_gone(&self) -> bool {
-        let Ok(pid) = std::fs::read_to_string(self.file(RUNNER_PID_FILE)) else {
-            return false; // not started yet
+        // A missing or half-written pid file means the runner is still being started.
+        let Some(pid) = std::fs::read_to_string(self.file(RUNNER_PID_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+        else {
+            return false;
         };
-        match std::fs::read(format!("/proc/{}/cmdline", pid.trim())) {
+        match std::fs::read(format!("/proc/{pid}/cmdline")) {
             Ok(cmdline) => {
                 let dir = self.path.to_string_lossy();
-                !String::from_utf8_lossy(&cmdline).contains(dir.as_ref())
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                let gone = !cmdline.contains(dir.as_ref());
+                if gone {
+                    tracing::info!(pid, %cmdline, "runner pid now belongs to another process");
+                }
+                gone
             }
-            Err(_) => true,
+            Err(error) => {
+                tracing::info!(pid, %error, "runner process is gone");
+                true
+            }
         }
     }
 

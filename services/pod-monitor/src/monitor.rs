@@ -45,7 +45,14 @@ struct Tracked {
     state: MonitorState,
     meta: Option<ExecutorMeta>,
     last_flush: Instant,
+    /// When the runner was first seen gone without a result. One sighting is not enough: a
+    /// process just after exec, or a result still being synced to disk, look the same for a
+    /// moment.
+    gone_since: Option<Instant>,
 }
+
+/// How long a runner must stay gone without a result before its execution is declared lost.
+const LOST_AFTER: Duration = Duration::from_secs(2);
 
 impl Monitor {
     pub fn new(
@@ -136,6 +143,7 @@ impl Monitor {
                                 state,
                                 meta: None,
                                 last_flush: Instant::now(),
+                                gone_since: None,
                             },
                         );
                     }
@@ -265,7 +273,7 @@ async fn step(
                 .publish(&terminated("exited", result.exit_code))
                 .await?;
         }
-        None if t.dir.runner_is_gone() && t.dir.result().ok().flatten().is_none() => {
+        None if lost(t) => {
             // The runner died without a result (killed, host trouble): say so now rather than
             // leave the execution to the saga's deadline.
             if !cancelled {
@@ -282,6 +290,15 @@ async fn step(
     }
     t.state.finished_at = Some(Utc::now());
     Ok(())
+}
+
+/// Whether the runner has been gone, with no result, for [`LOST_AFTER`].
+fn lost(t: &mut Tracked) -> bool {
+    if !t.dir.runner_is_gone() || t.dir.result().ok().flatten().is_some() {
+        t.gone_since = None;
+        return false;
+    }
+    t.gone_since.get_or_insert_with(Instant::now).elapsed() >= LOST_AFTER
 }
 
 /// Publishes new output of both streams. Returns whether everything written so far was published.

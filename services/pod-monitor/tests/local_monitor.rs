@@ -358,6 +358,13 @@ async fn a_runner_that_dies_without_a_result_ends_as_executor_lost() {
     let (id, dir, _) = h.executor();
     std::fs::write(dir.join(RUNNER_PID_FILE), "999999999").unwrap();
     monitor.pass().await;
+    assert_eq!(
+        h.events.count(&id, EventType::ExecutionFailed),
+        0,
+        "one sighting is not enough"
+    );
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    monitor.pass().await;
     assert!(
         wait_until(WAIT, || h.events.count(&id, EventType::ExecutionFailed)
             == 1)

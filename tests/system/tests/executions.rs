@@ -22,7 +22,6 @@ fn stdout(execution: &Value) -> &str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enabled once the whole execution pipeline is in place"]
 async fn scripts_run_in_the_sandbox_with_their_outcomes() {
     let (_stack, api) = stack("outcomes").await;
     let (_, runtimes) = api.get("/api/v1/runtimes").await;
@@ -142,7 +141,6 @@ async fn scripts_run_in_the_sandbox_with_their_outcomes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enabled once the whole execution pipeline is in place"]
 async fn bad_requests_ownership_idempotency_and_cancellation() {
     let (stack, api) = stack("control").await;
     let (status, error) = api
