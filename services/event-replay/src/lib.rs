@@ -6,7 +6,7 @@
 mod store;
 
 use shared::app::{Components, ServiceContext};
-use shared::events::{EventType, topic_for};
+use shared::events::EventType;
 use shared::kafka::{ConsumerSettings, run_consumer};
 
 pub use store::{EVENTS_COLLECTION, EventStore};
@@ -22,15 +22,13 @@ pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
         EventStore::indexes(config.event_store.retention_days),
     )
     .await?;
-    let settings = ConsumerSettings {
-        group_id: config.services.event_replay.consumer_group.clone(),
-        topics: EventType::ALL
-            .iter()
-            .map(|t| topic_for(&config.kafka.topic_prefix, *t))
-            .collect(),
-        client_id: SERVICE_NAME.into(),
-        drain_timeout: context.lifecycle.drain_timeout(),
-    };
+    let settings = ConsumerSettings::for_event_types(
+        &config.services.event_replay.consumer_group,
+        &config.kafka.topic_prefix,
+        EventType::ALL,
+        SERVICE_NAME,
+        context.lifecycle.drain_timeout(),
+    );
     let consumer = run_consumer(
         config.kafka.clone(),
         settings,

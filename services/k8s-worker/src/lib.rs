@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use shared::app::{Components, ServiceContext};
 use shared::config::RuntimeKind;
-use shared::events::{EventType, topic_for};
+use shared::events::EventType;
 use shared::kafka::{ConsumerSettings, run_consumer};
 
 pub use handler::Worker;
@@ -39,16 +39,13 @@ pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
         languages = ?runtime.languages().all().iter().map(|l| format!("{} {}", l.lang, l.version)).collect::<Vec<_>>(),
         "local runtime ready"
     );
-    let prefix = &config.kafka.topic_prefix;
-    let settings = ConsumerSettings {
-        group_id: config.services.k8s_worker.consumer_group.clone(),
-        topics: vec![
-            topic_for(prefix, EventType::CreatePodCommand),
-            topic_for(prefix, EventType::DeletePodCommand),
-        ],
-        client_id: SERVICE_NAME.to_owned(),
-        drain_timeout: context.lifecycle.drain_timeout(),
-    };
+    let settings = ConsumerSettings::for_event_types(
+        &config.services.k8s_worker.consumer_group,
+        &config.kafka.topic_prefix,
+        &[EventType::CreatePodCommand, EventType::DeletePodCommand],
+        SERVICE_NAME,
+        context.lifecycle.drain_timeout(),
+    );
     let producer = context.infra.producer.clone();
     let worker = Worker::new(Arc::new(runtime), producer.clone());
     let consumer = run_consumer(

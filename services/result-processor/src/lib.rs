@@ -18,7 +18,7 @@ use mongodb::Database;
 use redis::aio::ConnectionManager;
 use shared::app::{Components, ServiceContext};
 use shared::config::Config;
-use shared::events::{EventType, topic_for};
+use shared::events::EventType;
 use shared::kafka::{ConsumerSettings, EventProducer, run_consumer};
 use tokio_util::sync::CancellationToken;
 
@@ -71,15 +71,13 @@ impl Processor {
         shutdown: CancellationToken,
         drain_timeout: Duration,
     ) -> anyhow::Result<()> {
-        let settings = ConsumerSettings {
-            group_id: config.services.result_processor.consumer_group.clone(),
-            topics: CONSUMED
-                .iter()
-                .map(|t| topic_for(&config.kafka.topic_prefix, *t))
-                .collect(),
-            client_id: SERVICE_NAME.to_owned(),
+        let settings = ConsumerSettings::for_event_types(
+            &config.services.result_processor.consumer_group,
+            &config.kafka.topic_prefix,
+            CONSUMED,
+            SERVICE_NAME,
             drain_timeout,
-        };
+        );
         let producer = self.producer.clone();
         let handler = Arc::new(handler::ResultHandler::new(self));
         run_consumer(config.kafka, settings, handler, producer, shutdown)

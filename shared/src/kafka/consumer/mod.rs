@@ -38,6 +38,27 @@ pub struct ConsumerSettings {
     pub drain_timeout: Duration,
 }
 
+impl ConsumerSettings {
+    /// A group consuming the topics of `event_types` under `topic_prefix`.
+    pub fn for_event_types(
+        group_id: &str,
+        topic_prefix: &str,
+        event_types: &[crate::events::EventType],
+        client_id: &str,
+        drain_timeout: Duration,
+    ) -> Self {
+        Self {
+            group_id: group_id.to_owned(),
+            topics: event_types
+                .iter()
+                .map(|t| crate::events::topic_for(topic_prefix, *t))
+                .collect(),
+            client_id: client_id.to_owned(),
+            drain_timeout,
+        }
+    }
+}
+
 /// Runs a consumer group until `shutdown` is cancelled, then drains and returns.
 ///
 /// A fatal handler error cancels `shutdown` itself (the process cannot go on) and is returned.
