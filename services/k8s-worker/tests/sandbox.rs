@@ -322,3 +322,16 @@ async fn bash_hello_latency() {
     );
     assert!(times[10] < Duration::from_millis(500), "{times:?}");
 }
+
+#[tokio::test]
+async fn a_delete_that_overtakes_its_create_prevents_the_run() {
+    let rt = runtime().await;
+    let late = spec("bash", "echo should-not-run");
+    rt.delete(&late.execution_id, "cancelled").await.unwrap();
+    rt.create(&late).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !rt.state_dir(&late.execution_id).exists(),
+        "no executor may exist for an execution deleted before its create"
+    );
+}

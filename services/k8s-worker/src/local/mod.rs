@@ -236,6 +236,12 @@ impl ExecutorRuntime for LocalRuntime {
             executor: executor_name(&spec.execution_id),
             node: None,
         };
+        // A delete that overtook its create (they travel on different topics) left a tombstone:
+        // the execution was cancelled before it had an executor, so none is started.
+        if self.tombstone(&spec.execution_id).exists() {
+            tracing::info!(execution_id = %spec.execution_id, "executor was deleted before it was created; not starting it");
+            return Ok(executor);
+        }
         if !dir.exists() {
             let this = self.clone();
             let (spec, target) = (spec.clone(), dir.clone());
@@ -261,7 +267,8 @@ impl ExecutorRuntime for LocalRuntime {
         let dir = self.state_dir(execution_id);
         let paths = StatePaths::new(&dir);
         if !dir.is_dir() {
-            return Ok(());
+            let body = serde_json::json!({ "reason": reason, "at": chrono::Utc::now() });
+            return write_atomically(&self.tombstone(execution_id), body.to_string().as_bytes());
         }
         if !paths.cancelled().exists() {
             let body = serde_json::json!({ "reason": reason, "at": chrono::Utc::now() });
@@ -286,6 +293,12 @@ impl ExecutorRuntime for LocalRuntime {
 }
 
 impl LocalRuntime {
+    /// Marks an execution deleted before its executor existed (kept beside the staging area,
+    /// which sandboxes cannot see).
+    fn tombstone(&self, execution_id: &str) -> PathBuf {
+        self.staging_root.join(format!("{execution_id}.deleted"))
+    }
+
     /// The runner's pid, only if that process is still our runner for `dir` (pids are reused).
     fn runner_pid(&self, dir: &Path) -> Option<i32> {
         let text = std::fs::read_to_string(dir.join(kiln_runner_protocol::RUNNER_PID_FILE)).ok()?;
