@@ -211,3 +211,64 @@ async fn bad_requests_ownership_idempotency_and_cancellation() {
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     assert!(!stdout(&cancelled).contains("never"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_respects_its_cap_and_a_queued_execution_can_be_cancelled() {
+    let isolation = Isolation::new("queue")
+        .with("KILN__LIMITS__GLOBAL_CONCURRENCY", "2")
+        .with("KILN__LIMITS__PER_USER_CONCURRENCY", "2");
+    let stack = Stack::start(isolation).await;
+    let api = Api::login(&stack.api(""), "user", "user123").await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            api.submit(json!({"lang": "bash", "script": "sleep 1; echo done"}))
+                .await,
+        );
+    }
+    let queued = ids[5].clone();
+    let (status, _) = api
+        .post(&format!("/api/v1/executions/{queued}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+
+    // Never more than two running at once, while the others finish.
+    let mut most_running = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut running = 0;
+        let mut finished = 0;
+        for id in &ids {
+            let (_, e) = api.get(&format!("/api/v1/executions/{id}")).await;
+            match e["status"].as_str().unwrap_or_default() {
+                "running" | "scheduled" => running += 1,
+                "completed" | "cancelled" | "failed" | "timeout" => finished += 1,
+                _ => {}
+            }
+        }
+        most_running = most_running.max(running);
+        if finished == ids.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "executions did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        most_running <= 2,
+        "{most_running} ran at once with a cap of 2"
+    );
+    let cancelled = api.wait_terminal(&queued, Duration::from_secs(5)).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(
+        cancelled["started_at"].is_null(),
+        "a cancelled queued execution never runs"
+    );
+    for id in &ids[..5] {
+        let done = api.wait_terminal(id, Duration::from_secs(5)).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(stdout(&done), "done\n");
+    }
+}
