@@ -157,7 +157,12 @@ async fn duplicate_requests_and_terminal_events_change_nothing() {
     let done = common::completed(&id);
     h.publish(&done).await;
     h.publish(&done).await;
-    // A second, different terminal event after the first.
+    // Topics are not ordered with each other: let the completion land first, then send a
+    // second, different terminal event after it.
+    h.eventually("finished", || async {
+        h.state(&id).await.as_deref() == Some("finished")
+    })
+    .await;
     h.publish(&Event::new(
         id.as_str(),
         EventPayload::ExecutionTimeout(ExecutionTimedOut {
