@@ -45,13 +45,17 @@ async fn a_request_is_queued_scheduled_and_commanded_in_order() {
         }
         other => panic!("unexpected {other:?}"),
     }
+    // The outbox is emptied right after the broker's ack, which may be after a consumer already
+    // saw the events.
+    h.eventually("outbox drained", || async {
+        h.saga(&id)
+            .await
+            .is_some_and(|saga| saga.get_array("outbox").is_ok_and(|o| o.is_empty()))
+    })
+    .await;
     let saga = h.saga(&id).await.unwrap();
     assert_eq!(saga.get_str("state").unwrap(), "scheduled");
     assert!(saga.get_datetime("deadline_at").is_ok());
-    assert!(
-        saga.get_array("outbox").unwrap().is_empty(),
-        "outbox drained"
-    );
     let steps: Vec<&str> = saga
         .get_array("steps")
         .unwrap()
@@ -136,8 +140,8 @@ async fn a_user_at_the_cap_does_not_block_others() {
     let commanded = h.collected.ids(EventType::CreatePodCommand);
     let a_commanded: Vec<_> = commanded.iter().filter(|id| a.contains(id)).collect();
     assert_eq!(a_commanded.len(), 2, "A is held at its cap: {commanded:?}");
-    // FIFO within A: the first two of A.
-    assert!(a_commanded.contains(&&a[0]) && a_commanded.contains(&&a[1]));
+    // Which two of A run depends on which requests were consumed before the first scheduling
+    // pass (two partitions are read in parallel); FIFO itself is the priority test's subject.
     assert_eq!(
         h.count(doc! { "user_id": "user-a", "state": "queued" })
             .await,
