@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use stack::{Isolation, SERVICES, Service, command, start, wait_ready, workspace_root};
+use stack::{Isolation, SERVICES, Stack, command, wait_ready, workspace_root};
 
 const DRAIN_SECONDS: u64 = 10;
 
@@ -18,16 +18,11 @@ const DRAIN_SECONDS: u64 = 10;
 async fn every_binary_serves_health_and_metrics_and_drains_on_sigterm() {
     let isolation = Isolation::new("binaries");
     let prefix = isolation.prefix.clone();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let mut services: Vec<Service> = SERVICES
-        .iter()
-        .map(|name| start(name, &isolation))
-        .collect();
+    let mut stack = Stack::start(isolation).await;
+    let client = stack.client.clone();
+    let services = &mut stack.services;
 
-    for service in &mut services {
+    for service in services.iter_mut() {
         let ready = wait_ready(&client, service).await;
         assert_eq!(ready["status"], "ready", "{}: {ready}", service.name);
         for check in ["kafka", "mongo", "redis"] {
@@ -70,11 +65,11 @@ async fn every_binary_serves_health_and_metrics_and_drains_on_sigterm() {
         );
     }
 
-    for service in &mut services {
+    for service in services.iter_mut() {
         kill(Pid::from_raw(service.child.id() as i32), Signal::SIGTERM).unwrap();
     }
     let started = Instant::now();
-    for service in &mut services {
+    for service in services.iter_mut() {
         let status = loop {
             if let Some(status) = service.child.try_wait().unwrap() {
                 break status;
