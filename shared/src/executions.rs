@@ -94,6 +94,43 @@ pub struct ExecutionDoc {
     pub result_event_id: Option<String>,
 }
 
+impl ExecutionDoc {
+    /// A new execution as the api inserts it: queued, with no result yet.
+    pub fn queued(
+        id: String,
+        user_id: String,
+        request: &crate::events::ExecutionRequested,
+        idempotency_key: Option<String>,
+        created_at: bson::DateTime,
+    ) -> Self {
+        Self {
+            id,
+            user_id,
+            status: ExecutionStatus::Queued,
+            lang: request.lang.clone(),
+            lang_version: request.lang_version.clone(),
+            script: request.script.clone(),
+            stdin: request.stdin.clone(),
+            priority: request.priority,
+            timeout_seconds: request.limits.timeout_seconds,
+            idempotency_key,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            exit_code: None,
+            error_type: None,
+            error_message: None,
+            resource_usage: None,
+            created_at,
+            scheduled_at: None,
+            started_at: None,
+            finished_at: None,
+            result_event_id: None,
+        }
+    }
+}
+
 /// The public JSON of an execution (`GET /api/v1/executions/{id}` and the SSE `result` event).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutionView {

@@ -12,9 +12,10 @@ use mongodb::bson::{self, doc};
 use result_processor::Processor;
 use shared::config::Config;
 use shared::events::{
-    ErrorType, Event, EventMetadata, EventPayload, EventType, ExecutionFinished, ExecutionOutcome,
-    ExecutionOutput, ExecutionQueued, ExecutionScheduled, ExecutionStarted, ExecutionStatus,
-    ExecutionTimedOut, OutputStream, ResourceUsage, dead_letter_topic, topic_for,
+    ErrorType, Event, EventMetadata, EventPayload, EventType, ExecutionFinished, ExecutionLimits,
+    ExecutionOutcome, ExecutionOutput, ExecutionQueued, ExecutionRequested, ExecutionScheduled,
+    ExecutionStarted, ExecutionStatus, ExecutionTimedOut, OutputStream, ResourceUsage,
+    dead_letter_topic, topic_for,
 };
 use shared::executions::{EXECUTIONS_COLLECTION, ExecutionDoc, ExecutionView, stream};
 use shared::kafka::{
@@ -129,31 +130,27 @@ impl Harness {
 
     /// Inserts the execution as the api does.
     async fn insert(&self, id: &str) -> ExecutionDoc {
-        let doc = ExecutionDoc {
-            id: id.to_owned(),
-            user_id: "user-1".into(),
-            status: ExecutionStatus::Queued,
+        let request = ExecutionRequested {
+            script: "print('héllo')".into(),
             lang: "python".into(),
             lang_version: "3.11".into(),
-            script: "print('héllo')".into(),
             stdin: None,
             priority: 0,
-            timeout_seconds: 10,
-            idempotency_key: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            exit_code: None,
-            error_type: None,
-            error_message: None,
-            resource_usage: None,
-            created_at: bson::DateTime::now(),
-            scheduled_at: None,
-            started_at: None,
-            finished_at: None,
-            result_event_id: None,
+            limits: ExecutionLimits {
+                timeout_seconds: 10,
+                memory_mb: 256,
+                max_processes: 64,
+                max_output_bytes: 1 << 20,
+                max_file_bytes: 1 << 24,
+            },
         };
+        let doc = ExecutionDoc::queued(
+            id.to_owned(),
+            "user-1".into(),
+            &request,
+            None,
+            bson::DateTime::now(),
+        );
         self.db
             .collection::<ExecutionDoc>(EXECUTIONS_COLLECTION)
             .insert_one(&doc)

@@ -146,15 +146,7 @@ impl Scheduler {
             Duration::from_secs(request.limits.timeout_seconds) + self.saga.settings.executor_grace;
         let budget_ms = i64::try_from(budget.as_millis()).unwrap_or(i64::MAX);
         let deadline = DateTime::from_millis(now.timestamp_millis().saturating_add(budget_ms));
-        let flow = doc.flow.clone().unwrap_or_else(|| crate::store::Flow {
-            correlation_id: Uuid::now_v7().to_string(),
-            request_event_id: None,
-            user_id: doc.user_id.clone(),
-        });
-        let cause = flow
-            .request_event_id
-            .as_deref()
-            .and_then(|e| Uuid::parse_str(e).ok());
+        let (flow, cause) = doc.flow_and_cause();
         let mut transition = Transition::new(
             &[SagaState::Queued],
             SagaState::Scheduled,

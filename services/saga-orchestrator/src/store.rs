@@ -123,6 +123,23 @@ pub struct SagaDoc {
     pub updated_at: DateTime,
 }
 
+impl SagaDoc {
+    /// The flow its events belong to, and the request event that caused them. A saga stored
+    /// without one (a marker left by an early cancel) starts a new flow.
+    pub fn flow_and_cause(&self) -> (Flow, Option<uuid::Uuid>) {
+        let flow = self.flow.clone().unwrap_or_else(|| Flow {
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            request_event_id: None,
+            user_id: self.user_id.clone(),
+        });
+        let cause = flow
+            .request_event_id
+            .as_deref()
+            .and_then(|id| uuid::Uuid::parse_str(id).ok());
+        (flow, cause)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("mongodb operation failed")]

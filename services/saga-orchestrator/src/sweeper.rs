@@ -4,7 +4,6 @@
 
 use mongodb::bson::{DateTime, doc};
 use shared::events::{ErrorType, EventPayload, ExecutionFailed};
-use uuid::Uuid;
 
 use crate::events::{progress, saga_event};
 use crate::handler::delete_pod;
@@ -31,15 +30,7 @@ pub async fn sweep(saga: &Orchestrator) -> Result<usize, StoreError> {
 
 async fn fail_lost(saga: &Orchestrator, doc: &SagaDoc, now: DateTime) -> Result<bool, StoreError> {
     let id = doc.id.as_str();
-    let flow = doc.flow.clone().unwrap_or_else(|| crate::store::Flow {
-        correlation_id: Uuid::now_v7().to_string(),
-        request_event_id: None,
-        user_id: doc.user_id.clone(),
-    });
-    let cause = flow
-        .request_event_id
-        .as_deref()
-        .and_then(|id| Uuid::parse_str(id).ok());
+    let (flow, cause) = doc.flow_and_cause();
     let message = "no terminal event before the execution's deadline (timeout + executor grace)";
     let mut transition = Transition::new(
         SagaState::ACTIVE,

@@ -163,31 +163,13 @@ pub async fn submit(
     }
 
     let (id, created_at) = new_id();
-    let doc = ExecutionDoc {
-        id: id.clone(),
-        user_id: user.id.clone(),
-        status: ExecutionStatus::Queued,
-        lang: request.lang.clone(),
-        lang_version: request.lang_version.clone(),
-        script: request.script.clone(),
-        stdin: request.stdin.clone(),
-        priority: request.priority,
-        timeout_seconds: request.limits.timeout_seconds,
-        idempotency_key: key.clone(),
-        stdout: String::new(),
-        stderr: String::new(),
-        stdout_truncated: false,
-        stderr_truncated: false,
-        exit_code: None,
-        error_type: None,
-        error_message: None,
-        resource_usage: None,
+    let doc = ExecutionDoc::queued(
+        id.clone(),
+        user.id.clone(),
+        &request,
+        key.clone(),
         created_at,
-        scheduled_at: None,
-        started_at: None,
-        finished_at: None,
-        result_event_id: None,
-    };
+    );
     match store::collection(&state.db).insert_one(&doc).await {
         Ok(_) => {}
         // A concurrent request with the same key won the insert; answer with its execution
