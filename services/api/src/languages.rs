@@ -1,7 +1,5 @@
 //! The languages this host can run: the configured ones whose interpreter exists here.
 
-use std::path::Path;
-
 use shared::config::LanguageConfig;
 
 /// One offered language with its versions in configuration order (the first is the default).
@@ -25,10 +23,10 @@ pub enum LookupError {
 }
 
 impl LanguageRegistry {
-    /// Keeps the languages whose `command[0]` exists on this host: offering one the executors
-    /// cannot start would only produce failed executions.
+    /// Keeps the languages this host can run (the same test k8s-worker applies): offering one
+    /// the executors cannot start would only produce failed executions.
     pub fn from_config(configured: &[LanguageConfig]) -> Self {
-        Self::with_filter(configured, |program| Path::new(program).exists())
+        Self::with_filter(configured, shared::config::is_runnable_interpreter)
     }
 
     pub fn with_filter(configured: &[LanguageConfig], available: impl Fn(&str) -> bool) -> Self {

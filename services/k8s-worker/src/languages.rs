@@ -1,8 +1,5 @@
 //! The languages this host can run: those of `runtime.languages` whose interpreter exists.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-
 use shared::config::LanguageConfig;
 
 #[derive(Debug, Clone, Default)]
@@ -16,16 +13,15 @@ impl Languages {
     pub fn from_config(languages: &[LanguageConfig]) -> Languages {
         let mut available = Vec::new();
         for language in languages {
-            match language.command.first() {
-                Some(program) if is_executable(Path::new(program)) => {
-                    available.push(language.clone());
-                }
-                program => tracing::warn!(
+            if language.is_available() {
+                available.push(language.clone());
+            } else {
+                tracing::warn!(
                     lang = %language.lang,
                     version = %language.version,
-                    interpreter = ?program,
+                    interpreter = ?language.command.first(),
                     "interpreter missing or not executable; language hidden"
-                ),
+                );
             }
         }
         Languages { available }
@@ -41,13 +37,6 @@ impl Languages {
     pub fn all(&self) -> &[LanguageConfig] {
         &self.available
     }
-}
-
-fn is_executable(path: &Path) -> bool {
-    path.is_absolute()
-        && std::fs::metadata(path)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
 }
 
 #[cfg(test)]

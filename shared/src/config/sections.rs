@@ -288,6 +288,24 @@ impl Default for LifecycleConfig {
     }
 }
 
+impl LanguageConfig {
+    /// Whether this host can run the language: its interpreter (`command[0]`) is an absolute
+    /// path to an executable file. The api offers, and k8s-worker runs, exactly these.
+    pub fn is_available(&self) -> bool {
+        self.command
+            .first()
+            .is_some_and(|program| is_runnable_interpreter(program))
+    }
+}
+
+/// An absolute path to an executable file (the sandbox has no PATH lookup).
+pub fn is_runnable_interpreter(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::path::Path::new(program);
+    path.is_absolute()
+        && std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// saga-orchestrator: scheduling and the sweeper that ends executions whose executor vanished.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
