@@ -9,7 +9,10 @@
 #   planner  reduces the workspace to a recipe (manifests + Cargo.lock)
 #   builder  builds the dependencies from the recipe (cached while no manifest changes),
 #            then the workspace itself
-#   runtime  debian slim with the seven binaries, config.toml and a non-root user
+#   web-build  the web app (frontend/, Vite) built to static files
+#   web        nginx (unprivileged, uid 101) serving them over TLS and proxying /api to api
+#   runtime  debian slim with the seven binaries, kiln-runner, config.toml and a non-root user
+#            (the last stage, so the default target; compose names each target explicitly)
 
 # Keep RUST_VERSION equal to the channel in rust-toolchain.toml: the toolchain is then already in
 # the base image and rustup only adds the components the file names.
@@ -42,9 +45,31 @@ RUN cargo build --release --locked --workspace --bins
 # Collect exactly the seven binaries; a missing one fails the build.
 RUN set -eux; \
     mkdir -p /out; \
-    for bin in api saga-orchestrator k8s-worker pod-monitor result-processor event-replay dlq-processor; do \
+    for bin in api saga-orchestrator k8s-worker pod-monitor result-processor event-replay dlq-processor kiln-runner; do \
         install -m 0755 "target/release/$bin" "/out/$bin"; \
     done
+
+# --------------------------------------------------------------------------------------------
+FROM node:22-bookworm-slim AS web-build
+WORKDIR /web
+# Dependencies first: this layer is reused until package.json or the lock file changes.
+COPY frontend/package.json frontend/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY frontend/ ./
+RUN npm run build
+
+# --------------------------------------------------------------------------------------------
+FROM nginxinc/nginx-unprivileged:1.29-alpine AS web
+USER root
+# openssl: docker/web/40-kiln-tls.sh makes a self-signed certificate on first start when the
+# certificate volume has none (replace it with a real one by mounting cert.pem and key.pem).
+RUN apk add --no-cache openssl && install -d -o 101 -g 101 /etc/nginx/tls
+COPY --chmod=0755 docker/web/40-kiln-tls.sh /docker-entrypoint.d/40-kiln-tls.sh
+# A template: the entrypoint substitutes ${KILN_WEB_HTTPS_PORT} (nginx variables stay as they are).
+COPY docker/web/nginx.conf /etc/nginx/templates/default.conf.template
+COPY --from=web-build /web/dist /usr/share/nginx/html
+USER 101
+EXPOSE 8443
 
 # --------------------------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime

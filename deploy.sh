@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Kiln local deployment: infrastructure (Kafka, MongoDB-wire SecantusDB, Redis)
-# and the seven services, natively, without Docker. See `./deploy.sh help`.
+# Kiln local deployment: infrastructure (Kafka, MongoDB, Redis), the seven services and the web
+# app, through docker compose when a Docker engine answers, natively otherwise. See `./deploy.sh help`.
 # The work is done by scripts/lib/*.sh; this file only dispatches.
 set -euo pipefail
 
@@ -14,14 +14,24 @@ source "$KILN_ROOT/scripts/lib/infra.sh"
 source "$KILN_ROOT/scripts/lib/services.sh"
 # shellcheck source=scripts/lib/test.sh
 source "$KILN_ROOT/scripts/lib/test.sh"
+# shellcheck source=scripts/lib/compose.sh
+source "$KILN_ROOT/scripts/lib/compose.sh"
+# shellcheck source=scripts/lib/observability.sh
+source "$KILN_ROOT/scripts/lib/observability.sh"
+# shellcheck source=scripts/lib/validate.sh
+source "$KILN_ROOT/scripts/lib/validate.sh"
+# shellcheck source=scripts/lib/check.sh
+source "$KILN_ROOT/scripts/lib/check.sh"
 
 usage() {
   cat <<EOF
 Usage: ./deploy.sh <command> [options]
 
-Local Kiln without Docker. Everything generated (jars, venvs, data, logs, pid
-files, configs) lives in .kiln/ at the repo root (git-ignored). All servers
-listen on 127.0.0.1 only.
+Local Kiln. Mode: docker when 'docker info' succeeds and the compose plugin is
+installed (then dev/infra/down/status/logs drive docker-compose.yaml), native
+otherwise; KILN_MODE=native|docker forces one (now: $(kiln_mode)). Natively,
+everything generated (jars, venvs, data, logs, pid files, configs) lives in
+.kiln/ at the repo root (git-ignored). All servers listen on 127.0.0.1 only.
 
 Commands:
   infra [--wait|--no-wait] [--timeout N]
@@ -35,21 +45,39 @@ Commands:
         Stop the three servers (SIGTERM, then SIGKILL).
 
   dev [--build|--no-build] [--release] [--restart] [--wait] [--timeout N]
-        infra, then cargo build --workspace --bins (unless --no-build), then start
+      [--observability] [--debug]
+        infra, then cargo build --workspace --bins and the web app (npm run build in
+        frontend/, served by api from frontend/dist) unless --no-build, then start
         the services in the background: ${KILN_SERVICES[*]}
         Each runs as '<bin> --config $KILN_CONFIG' from the repo root; a running
         service is left alone (--restart stops the services first). --wait polls
         http://127.0.0.1:<port>/health/ready of every service until 200.
+        --observability: natively Prometheus (Debian package) on :$KILN_PROMETHEUS_PORT; the
+        OTel collector, Jaeger and Grafana are skipped natively and say so.
+        --debug: natively nothing extra (Kafka UI needs Docker; use kafka-topics and
+        kafka-consumer-groups below).
+        Docker mode: docker compose up -d [--build] [--wait] with the profiles
+        'observability' (collector, Jaeger, Prometheus, Grafana) and 'debug' (Kafka UI).
   down [--keep-infra]
-        Stop the services (SIGTERM, 30 s, SIGKILL), then the infra.
+        Stop the services (SIGTERM, 30 s, SIGKILL), native Prometheus, then the infra.
+        Docker mode: docker compose down (all profiles; volumes are kept).
   status
-        Table of the infra servers and services: pid, running, ready.
+        Table of the infra servers and services: pid, running, ready (docker compose ps).
   logs [NAME] [--no-follow] [-n LINES]
-        Follow a service log or kafka|mongo|redis (all logs when no NAME).
+        Follow a service log or kafka|mongo|redis|prometheus (all logs when no NAME).
+  check
+        Static checks, no infra: cargo fmt --check, clippy -D warnings, dependency audit
+        (cargo-audit or cargo-deny when installed, else a stated skip), frontend lint and
+        svelte-check (when frontend/package.json exists), and 'validate'.
+  validate
+        Schema validation of docker-compose.yaml (compose-go), every Kubernetes manifest
+        (kustomize + kubernetes-validate --strict) and the Prometheus rules (promtool).
+  types
+        Frontend API types from docs/openapi.json (cd frontend && npm run gen:api).
   test [--timeout N]
         infra --wait, then with KILN__KAFKA__BOOTSTRAP_SERVERS, KILN__MONGO__URI and
         KILN__REDIS__URL pointing at it: cargo fmt --check, clippy -D warnings,
-        cargo build, cargo test ${KILN_CARGO_TEST_ARGS[*]}
+        schema validation ('validate'), cargo build, cargo test ${KILN_CARGO_TEST_ARGS[*]}
         (stops at the first failure; the infra is left running).
   kafka-topics ARGS...
         Kafka TopicCommand against $KILN_KAFKA_BOOTSTRAP, e.g.
@@ -91,6 +119,10 @@ cmd_infra() {
     shift
   done
   ensure_state_dirs
+  if [[ "$(kiln_mode)" == docker ]]; then
+    if ((stop)); then compose stop kafka mongo redis; else compose_infra_up "$wait" "$timeout"; fi
+    return
+  fi
   if ((stop)); then
     infra_down
   else
@@ -99,13 +131,15 @@ cmd_infra() {
 }
 
 cmd_dev() {
-  local build=1 profile=debug wait=0 timeout="$KILN_DEFAULT_TIMEOUT" restart=0
+  local build=1 profile=debug wait=0 timeout="$KILN_DEFAULT_TIMEOUT" restart=0 observability=0 debug=0
   while (($# > 0)); do
     case "$1" in
       --build) build=1 ;;
       --no-build) build=0 ;;
       --release) profile=release ;;
       --restart) restart=1 ;;
+      --observability) observability=1 ;;
+      --debug) debug=1 ;;
       --wait) wait=1 ;;
       --timeout)
         require_uint --timeout "${2:-}"
@@ -122,9 +156,18 @@ cmd_dev() {
     shift
   done
   ensure_state_dirs
+  if [[ "$(kiln_mode)" == docker ]]; then
+    local profiles=()
+    ((observability)) && profiles+=(observability)
+    ((debug)) && profiles+=(debug)
+    compose_up "$build" "$wait" "$timeout" "${profiles[@]+"${profiles[@]}"}"
+    compose_status
+    return
+  fi
   infra_up 1 "$timeout"
   if ((build)); then
     cargo_build "$profile"
+    web_build
   fi
   if ((restart)); then
     services_down
@@ -133,6 +176,8 @@ cmd_dev() {
   if ((wait)); then
     services_wait "$timeout"
   fi
+  ((observability)) && observability_native_up
+  ((debug)) && warn "--debug natively: Kafka UI SKIPPED (no native package); use ./deploy.sh kafka-topics and kafka-consumer-groups"
   cat <<EOF
 
 $(bold "Kiln is up:") http://127.0.0.1:8080/
@@ -153,7 +198,12 @@ cmd_down() {
     shift
   done
   ensure_state_dirs
+  if [[ "$(kiln_mode)" == docker ]]; then
+    compose_down
+    return
+  fi
   services_down
+  prometheus_down
   if ((keep_infra)); then
     ok "infra left running"
   else
@@ -190,8 +240,15 @@ main() {
     infra) cmd_infra "$@" ;;
     dev) cmd_dev "$@" ;;
     down) cmd_down "$@" ;;
-    status) ensure_state_dirs && kiln_status ;;
-    logs) kiln_logs "$@" ;;
+    status)
+      if [[ "$(kiln_mode)" == docker ]]; then compose_status; else ensure_state_dirs && kiln_status && observability_status; fi
+      ;;
+    logs)
+      if [[ "$(kiln_mode)" == docker ]]; then compose_logs "$@"; else kiln_logs "$@"; fi
+      ;;
+    check) ensure_state_dirs && kiln_check ;;
+    validate) ensure_state_dirs && kiln_validate ;;
+    types) kiln_types ;;
     test) cmd_test "$@" ;;
     kafka-topics) ensure_state_dirs && kafka_cli kafka-topics "$@" ;;
     kafka-consumer-groups) ensure_state_dirs && kafka_cli kafka-consumer-groups "$@" ;;

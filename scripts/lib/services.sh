@@ -63,6 +63,22 @@ cargo_build() {
   (cd "$KILN_ROOT" && cargo "${args[@]}")
 }
 
+# web_build: the web app's static build in frontend/dist, which api serves (api.static_dir).
+# Best effort: without npm or on a failed build the API still runs, and this says so.
+web_build() {
+  local dir="$KILN_ROOT/frontend"
+  [[ -f "$dir/package.json" ]] || return 0
+  if ! command -v npm >/dev/null 2>&1; then
+    warn "npm not found: web app not built (api serves the API only)"
+    return 0
+  fi
+  log "building the web app (frontend/: npm run build)"
+  if ! { [[ -d "$dir/node_modules" ]] || (cd "$dir" && npm ci --no-audit --no-fund); } ||
+    ! (cd "$dir" && npm run --silent build); then
+    warn "web app build failed: api serves the API only (see the npm output above)"
+  fi
+}
+
 # services_up PROFILE
 services_up() {
   local profile="$1" bindir svc pid bin logf missing=()
@@ -216,8 +232,8 @@ kiln_logs() {
     shift
   done
   if [[ -n "$name" ]]; then
-    is_service "$name" || [[ " ${KILN_INFRA_NAMES[*]} " == *" $name "* ]] ||
-      die "logs: unknown name '$name' (one of: ${KILN_INFRA_NAMES[*]} ${KILN_SERVICES[*]})"
+    is_service "$name" || [[ " ${KILN_INFRA_NAMES[*]} prometheus " == *" $name "* ]] ||
+      die "logs: unknown name '$name' (one of: ${KILN_INFRA_NAMES[*]} ${KILN_SERVICES[*]} prometheus)"
     files=("$KILN_LOG_DIR/$name.log")
     [[ -f "${files[0]}" ]] || die "no log yet: ${files[0]#"$KILN_ROOT"/}"
   else

@@ -31,7 +31,7 @@ _test_step() {
 }
 
 _test_summary() {
-  local t0="$1" failed="$2" i all=(infra fmt clippy build test) name seen
+  local t0="$1" failed="$2" i all=(infra fmt clippy schemas build test) name seen
   printf '\n%s\n' "$(bold "== kiln test summary ==")"
   for name in "${all[@]}"; do
     seen=0
@@ -48,7 +48,7 @@ _test_summary() {
     printf '%sFAIL%s: step %s failed\n' "$_C_RED" "$_C_OFF" "$failed"
     return 1
   fi
-  printf '%sPASS%s: infra, fmt, clippy, build and test all passed\n' "$_C_GRN" "$_C_OFF"
+  printf '%sPASS%s: infra, fmt, clippy, schemas, build and test all passed\n' "$_C_GRN" "$_C_OFF"
 }
 
 # Topics left by earlier test runs (each test uses its own random prefix) slow the broker down;
@@ -79,6 +79,8 @@ kiln_test() {
     failed="fmt"
   elif ! _test_step clippy cargo clippy --workspace --all-targets -- -D warnings; then
     failed="clippy"
+  elif ! _test_step schemas kiln_validate; then
+    failed="schemas"
   elif ! _test_step build cargo build --workspace --bins; then
     failed="build"
   elif ! _test_step test cargo test "${KILN_CARGO_TEST_ARGS[@]}"; then

@@ -1,0 +1,96 @@
+# shellcheck shell=bash
+# Schema validation of the deployment files, offline: `./deploy.sh test` and `./deploy.sh check`.
+# Sourced by deploy.sh after common.sh and observability.sh.
+#
+#   docker-compose.yaml    scripts/compose-check: compose-go, the loader of `docker compose` itself
+#                          (interpolation, compose-spec JSON schema, consistency), every profile on;
+#                          works without a Docker engine or the compose plugin.
+#   k8s/platform overlays  `kubectl kustomize` renders each overlay; kubernetes-validate (PyPI, ships
+#   k8s/executors/*.yaml   the Kubernetes JSON schemas) checks every object, --strict: unknown fields
+#                          fail too.
+#   Prometheus rules       promtool (Debian package prometheus) checks the alert rules and the
+#                          native scrape config.
+
+KILN_KUBE_VERSION="1.34.0"
+KILN_KUBEVAL_SPEC="kubernetes-validate==1.37.0"
+KILN_KUBEVAL_VENV="$KILN_STATE/venvs/kubernetes-validate"
+
+_compose_check_bin() {
+  local bin="$KILN_BIN_DIR/compose-check" src="$KILN_ROOT/scripts/compose-check"
+  command -v go >/dev/null 2>&1 || die "go not found: needed to build scripts/compose-check"
+  if [[ ! -x "$bin" || "$src/main.go" -nt "$bin" || "$src/go.mod" -nt "$bin" ]]; then
+    (cd "$src" && go build -o "$bin" .) >&2 || return 1
+  fi
+  printf '%s\n' "$bin"
+}
+
+validate_compose() {
+  local bin env
+  bin="$(_compose_check_bin)" || return 1
+  # .env.example with a placeholder secret: the file must load with exactly what it documents.
+  env="$(mktemp)"
+  sed -e 's|^KILN_JWT_SECRET=.*|KILN_JWT_SECRET=placeholder-secret-for-schema-validation-only|' \
+    -e 's|^KILN_DEFAULT_USER_PASSWORD=.*|&placeholder|' \
+    -e 's|^KILN_ADMIN_USER_PASSWORD=.*|&placeholder|' \
+    "$KILN_ROOT/.env.example" >"$env"
+  local rc=0
+  "$bin" -env-file "$env" "$KILN_ROOT/docker-compose.yaml" || rc=1
+  "$bin" -env-file "$env" -profile observability -profile debug "$KILN_ROOT/docker-compose.yaml" || rc=1
+  rm -f "$env"
+  return "$rc"
+}
+
+_kubeval_bin() {
+  local bin="$KILN_KUBEVAL_VENV/bin/kubernetes-validate"
+  if [[ ! -x "$bin" ]] || ! "$KILN_KUBEVAL_VENV/bin/pip" show -q kubernetes-validate >/dev/null 2>&1; then
+    python3 -m venv "$KILN_KUBEVAL_VENV" >&2 || return 1
+    "$KILN_KUBEVAL_VENV/bin/pip" install -q "$KILN_KUBEVAL_SPEC" >&2 || return 1
+  fi
+  printf '%s\n' "$bin"
+}
+
+validate_manifests() {
+  local kubeval out rc=0 overlay f
+  kubeval="$(_kubeval_bin)" || return 1
+  command -v kubectl >/dev/null 2>&1 || die "kubectl not found: needed for 'kubectl kustomize'"
+  out="$(mktemp -d)"
+  for overlay in "$KILN_ROOT"/k8s/platform/overlays/*/; do
+    overlay="${overlay%/}"
+    f="$out/$(basename "$overlay").yaml"
+    if ! kubectl kustomize "$overlay" >"$f"; then
+      err "kustomize failed for ${overlay#"$KILN_ROOT"/}"
+      rc=1
+      continue
+    fi
+    log "$(grep -c '^kind:' "$f") objects in overlay $(basename "$overlay")"
+  done
+  shopt -s nullglob
+  local files=("$out"/*.yaml "$KILN_ROOT"/k8s/executors/*.yaml)
+  shopt -u nullglob
+  if ((${#files[@]} == 0)); then
+    err "no manifests found"
+    rc=1
+  elif ! "$kubeval" --strict --no-warn -k "$KILN_KUBE_VERSION" "${files[@]}"; then
+    rc=1
+  fi
+  rm -rf "$out"
+  return "$rc"
+}
+
+validate_prometheus() {
+  command -v promtool >/dev/null 2>&1 || apt_install prometheus >&2 || return 1
+  promtool check rules "$KILN_ROOT/observability/prometheus/alerts.yml" &&
+    promtool check config "$(_prometheus_native_config)"
+}
+
+# kiln_validate: every validator, all run even when one fails.
+kiln_validate() {
+  local rc=0
+  log "docker-compose.yaml (compose-go)"
+  validate_compose || rc=1
+  log "Kubernetes manifests (kustomize + kubernetes-validate --strict, Kubernetes $KILN_KUBE_VERSION)"
+  validate_manifests || rc=1
+  log "Prometheus rules and config (promtool)"
+  validate_prometheus || rc=1
+  return "$rc"
+}
