@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod cgroup;
+mod container;
 mod pump;
 mod run;
 
@@ -17,6 +18,11 @@ use kiln_runner_protocol::{RESULT_FILE, StatePaths};
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
+    if let [flag, spec_dir, state_dir] = std::env::args_os().skip(1).collect::<Vec<_>>().as_slice()
+        && flag == kiln_runner_protocol::pod::CONTAINER_FLAG
+    {
+        return container::main(Path::new(spec_dir), Path::new(state_dir));
+    }
     let (Some(dir), None) = (args.next(), args.next()) else {
         eprintln!("usage: kiln-runner <state_dir>");
         return ExitCode::from(2);

@@ -4,6 +4,8 @@
 //! (a [`RunnerResult`]) out. The runner knows nothing about sandboxes: the spec's `argv` already
 //! contains whatever wrapper confines the program.
 
+pub mod pod;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

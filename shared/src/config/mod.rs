@@ -4,6 +4,7 @@
 //! Secrets are `SecretString`s; the `Serialize` impl used by `--dump-config` and the start-up log
 //! redacts them, so printing the configuration can never leak a password.
 
+mod kubernetes;
 mod redact;
 mod sections;
 mod validate;
@@ -14,6 +15,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use kubernetes::{KubernetesConfig, is_dns_label};
 pub use redact::{redact_url, redacted, redacted_url};
 pub use sections::*;
 
@@ -48,6 +50,8 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
