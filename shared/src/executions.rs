@@ -92,6 +92,12 @@ pub struct ExecutionDoc {
     /// The terminal event whose result was stored (exactly once).
     #[serde(default)]
     pub result_event_id: Option<String>,
+    /// Agent executions: what was asked (workspace files by name and size only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::agents::AgentSummary>,
+    /// Agent executions: what the agent reported, stored with the terminal result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_result: Option<crate::agents::AgentReport>,
 }
 
 impl ExecutionDoc {
@@ -127,6 +133,11 @@ impl ExecutionDoc {
             started_at: None,
             finished_at: None,
             result_event_id: None,
+            agent: request
+                .agent
+                .as_ref()
+                .map(crate::agents::AgentSummary::from),
+            agent_result: None,
         }
     }
 }
@@ -149,6 +160,9 @@ pub struct ExecutionView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Agent executions only: the request and, once finished, the agent's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::agents::AgentView>,
 }
 
 impl From<&ExecutionDoc> for ExecutionView {
@@ -169,6 +183,10 @@ impl From<&ExecutionDoc> for ExecutionView {
             created_at: doc.created_at.to_chrono(),
             started_at: doc.started_at.map(bson::DateTime::to_chrono),
             finished_at: doc.finished_at.map(bson::DateTime::to_chrono),
+            agent: doc.agent.clone().map(|request| crate::agents::AgentView {
+                request,
+                result: doc.agent_result.clone(),
+            }),
         }
     }
 }

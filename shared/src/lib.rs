@@ -1,5 +1,6 @@
 //! Code shared by every Kiln service, split by concern.
 
+pub mod agents;
 pub mod app;
 pub mod config;
 pub mod errors;

@@ -52,6 +52,7 @@ fn create_command(id: &str, lang: &str, script: &str) -> Event {
         stdin: None,
         priority: 0,
         limits: common::limits(),
+        agent: None,
     };
     let requested = Event::new(
         id,

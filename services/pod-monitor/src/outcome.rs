@@ -29,6 +29,7 @@ pub(crate) fn terminal_payload(
             cpu_ms: result.cpu_ms,
             peak_memory_kb: result.peak_memory_kb,
         },
+        agent: result.agent.clone(),
     };
     if let Some(error) = &result.error {
         return failed(
@@ -43,6 +44,13 @@ pub(crate) fn terminal_payload(
             "memory limit exceeded".into(),
             outcome,
         );
+    }
+    if let Some(why) = result
+        .agent
+        .as_ref()
+        .and_then(|a| a.budget_exceeded.clone())
+    {
+        return failed(ErrorType::BudgetExceeded, why, outcome);
     }
     if result.timed_out {
         return EventPayload::ExecutionTimeout(ExecutionTimedOut {
@@ -148,6 +156,24 @@ mod tests {
         // A program that hit the limit but handled it and succeeded just completed.
         r.exit_code = Some(0);
         assert!(matches!(run(&r), EventPayload::ExecutionCompleted(_)));
+    }
+
+    #[test]
+    fn an_agent_stopped_at_its_budget_failed_and_keeps_its_report() {
+        let mut r = result();
+        r.signal = Some(15);
+        r.agent = Some(kiln_runner_protocol::agent::AgentReport {
+            final_text: "half done".into(),
+            budget_exceeded: Some("cost budget exceeded".into()),
+            ..Default::default()
+        });
+        let EventPayload::ExecutionFailed(f) = run(&r) else {
+            panic!()
+        };
+        assert_eq!(f.error_type, ErrorType::BudgetExceeded);
+        assert_eq!(f.message, "cost budget exceeded");
+        let agent = f.outcome.and_then(|o| o.agent).unwrap();
+        assert_eq!(agent.final_text, "half done");
     }
 
     #[test]

@@ -143,6 +143,7 @@ impl Harness {
                 max_output_bytes: 1 << 20,
                 max_file_bytes: 1 << 24,
             },
+            agent: None,
         };
         let doc = ExecutionDoc::queued(
             id.to_owned(),
@@ -266,6 +267,7 @@ fn outcome() -> ExecutionOutcome {
             cpu_ms: 80,
             peak_memory_kb: 9000,
         },
+        agent: None,
     }
 }
 

@@ -103,6 +103,15 @@ fn execute(paths: &StatePaths, result: &mut RunnerResult) -> Result<(), RunError
         .stderr(Stdio::piped())
         // Its own process group, so one killpg reaches the program and whatever it forked.
         .process_group(0);
+    let mut watcher = spec.agent.as_ref().map(|watch| {
+        // Secrets reach the runner's own environment, never its state directory.
+        for name in &watch.pass_env {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        crate::agent::Watcher::start(watch, &spec.cwd)
+    });
     if let Some(run_as) = spec.run_as {
         // std also drops supplementary groups when a root parent sets a uid.
         command.uid(run_as.uid).gid(run_as.gid);
@@ -134,7 +143,15 @@ fn execute(paths: &StatePaths, result: &mut RunnerResult) -> Result<(), RunError
     let pid = child.id();
 
     let logs = [stdout_log, stderr_log];
-    let supervised = supervise(paths, &spec, child, logs, cgroups.as_ref(), begin);
+    let supervised = supervise(
+        paths,
+        &spec,
+        child,
+        logs,
+        cgroups.as_ref(),
+        begin,
+        watcher.as_mut(),
+    );
     result.wall_ms = millis(begin.elapsed());
     // Whatever happened, nothing of the program may outlive the run: stragglers that left the
     // process group are still in the cgroup.
@@ -190,6 +207,9 @@ fn execute(paths: &StatePaths, result: &mut RunnerResult) -> Result<(), RunError
                 .get_or_insert(format!("waiting for the program: {error}"));
         }
     }
+    if let Some(watcher) = watcher {
+        result.agent = Some(watcher.finish(paths, &spec.cwd));
+    }
     result.timed_out = supervised.stop == Some(Reason::Deadline);
     result.cancelled = supervised.stop == Some(Reason::Cancelled);
     match getrusage(UsageWho::RUSAGE_CHILDREN) {
@@ -226,6 +246,8 @@ enum Event {
 enum Reason {
     Deadline,
     Cancelled,
+    /// An agent spent its token or cost budget.
+    Budget,
 }
 
 struct Supervised {
@@ -244,6 +266,7 @@ fn supervise(
     logs: [File; 2],
     cgroups: Option<&Cgroups>,
     begin: Instant,
+    mut watcher: Option<&mut crate::agent::Watcher>,
 ) -> Supervised {
     let pid = child.id();
     let (tx, events) = mpsc::channel();
@@ -306,6 +329,10 @@ fn supervise(
                 Some(Reason::Deadline)
             } else if paths.cancelled().exists() {
                 Some(Reason::Cancelled)
+            } else if let Some(watcher) = watcher.as_deref_mut()
+                && watcher.poll(paths).is_some()
+            {
+                Some(Reason::Budget)
             } else {
                 None
             };

@@ -32,6 +32,7 @@ fn spec(script: &str) -> RunnerSpec {
         kill_grace_ms: 50,
         output_limit_bytes: 1 << 20,
         cgroup: None,
+        agent: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! (a [`RunnerResult`]) out. The runner knows nothing about sandboxes: the spec's `argv` already
 //! contains whatever wrapper confines the program.
 
+pub mod agent;
 pub mod pod;
 
 use std::collections::BTreeMap;
@@ -58,6 +59,9 @@ pub struct RunnerSpec {
     /// Resource limits enforced by a cgroup (v1) the program starts in.
     #[serde(default)]
     pub cgroup: Option<CgroupSpec>,
+    /// Set for agent runs: parse the output, enforce the budget, report the workspace's changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<agent::AgentWatch>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +113,9 @@ pub struct RunnerResult {
     pub finished_at: Option<DateTime<Utc>>,
     /// The runner could not do its job (bad spec, spawn failure, cgroup setup failure, ...).
     pub error: Option<String>,
+    /// Agent runs only: final text, usage, cost, changed files, budget stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<agent::AgentReport>,
 }
 
 /// The paths of one state directory.
@@ -193,6 +200,7 @@ mod tests {
                 memory_bytes: Some(256 << 20),
                 pids_max: Some(68),
             }),
+            agent: None,
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<RunnerSpec>(&json).unwrap(), spec);

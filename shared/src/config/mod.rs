@@ -5,6 +5,7 @@
 //! redacts them, so printing the configuration can never leak a password.
 
 mod kubernetes;
+mod agents;
 mod redact;
 mod sections;
 mod validate;
@@ -16,6 +17,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use kubernetes::{KubernetesConfig, is_dns_label};
+pub use agents::*;
 pub use redact::{redact_url, redacted, redacted_url};
 pub use sections::*;
 
@@ -64,6 +66,8 @@ pub struct Config {
     pub event_store: EventStoreConfig,
     #[serde(default)]
     pub services: ServicesConfig,
+    #[serde(default)]
+    pub agents: AgentsConfig,
 }
 
 impl Config {

@@ -32,6 +32,8 @@ pub enum ErrorType {
     ResourceLimit,
     ExecutorLost,
     InvalidRequest,
+    /// An agent's `max_tokens` or `max_cost_usd` ran out and the run was stopped.
+    BudgetExceeded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +63,9 @@ pub struct ExecutionOutcome {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub resource_usage: ResourceUsage,
+    /// Agent executions: final text, usage, cost and changed files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::agents::AgentReport>,
 }
 
 /// Limits applied to one execution, resolved from config and the request.
@@ -84,6 +89,9 @@ pub struct ExecutionRequested {
     #[serde(default)]
     pub priority: u8,
     pub limits: ExecutionLimits,
+    /// Set for `kind: "agent"` (then `lang` is `agent`, `lang_version` the provider, `script` empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::agents::AgentRequest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ fn requested() -> EventPayload {
             max_output_bytes: 1 << 20,
             max_file_bytes: 1 << 24,
         },
+        agent: None,
     })
 }
 

@@ -109,6 +109,7 @@ fn validate(state: &AppState, request: SubmitRequest) -> Result<Valid, ApiError>
                 max_output_bytes: u64::try_from(limits.max_output_bytes).unwrap_or(u64::MAX),
                 max_file_bytes: limits.max_file_bytes,
             },
+            agent: None,
         },
     })
 }

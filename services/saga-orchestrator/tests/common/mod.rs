@@ -279,6 +279,7 @@ pub fn request(user: &str, priority: u8, timeout_seconds: u64) -> Event {
                 max_output_bytes: 1 << 20,
                 max_file_bytes: 1 << 24,
             },
+            agent: None,
         }),
         EventMetadata::new("api", Some(user.to_owned())),
     )
