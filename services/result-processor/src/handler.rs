@@ -158,7 +158,7 @@ impl ResultHandler {
         }
         let ours = doc.result_event_id.as_deref() == Some(event.event_id.to_string().as_str());
         if won {
-            ::metrics::counter!(metrics::RESULTS_STORED, "status" => status_name(status))
+            ::metrics::counter!(metrics::RESULTS_STORED, "status" => status_name(status), "lang" => doc.lang.clone())
                 .increment(1);
             if let Some(finished) = doc.finished_at {
                 let ms = finished.timestamp_millis() - doc.created_at.timestamp_millis();

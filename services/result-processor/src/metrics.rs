@@ -1,6 +1,6 @@
 //! Metric names of the result-processor.
 
-/// Counter `{status}`: terminal results written to `executions` (exactly once each).
+/// Counter `{status, lang}`: terminal results written to `executions` (exactly once each).
 pub const RESULTS_STORED: &str = "kiln_results_stored_total";
 /// Counter `{event_type}`: terminal events that found the result already stored (a duplicate,
 /// or a later terminal event that lost the race) and were acknowledged without effect.

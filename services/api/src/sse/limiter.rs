@@ -3,6 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// Gauge: SSE streams open in this replica (a slot is held for exactly the life of a stream).
+pub(crate) const SSE_CONNECTIONS: &str = "kiln_sse_connections";
+
 #[derive(Debug, Clone)]
 pub struct StreamLimiter {
     max_per_user: usize,
@@ -33,6 +36,7 @@ impl StreamLimiter {
             return None;
         }
         *count += 1;
+        ::metrics::gauge!(SSE_CONNECTIONS).increment(1.0);
         Some(StreamSlot {
             user_id: user_id.to_owned(),
             open: Arc::clone(&self.open),
@@ -47,6 +51,7 @@ impl StreamLimiter {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        ::metrics::gauge!(SSE_CONNECTIONS).decrement(1.0);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = open.get_mut(&self.user_id) {
             *count = count.saturating_sub(1);

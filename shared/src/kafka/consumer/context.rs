@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
+use rdkafka::Statistics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +37,25 @@ pub(super) struct DrainingContext {
     pub(super) group: String,
 }
 
-impl ClientContext for DrainingContext {}
+/// How often librdkafka reports statistics, i.e. how fresh the lag gauge is.
+pub(super) const STATS_INTERVAL_MS: &str = "5000";
+
+impl ClientContext for DrainingContext {
+    /// Publishes the lag of this member's assigned partitions, summed per topic: what the
+    /// autoscaler and the lag alert read. Unassigned partitions and unknown lags (-1) count 0.
+    fn stats(&self, statistics: Statistics) {
+        for (name, topic) in &statistics.topics {
+            let lag: i64 = topic
+                .partitions
+                .values()
+                .filter(|p| p.partition >= 0 && p.desired && p.consumer_lag >= 0)
+                .map(|p| p.consumer_lag)
+                .sum();
+            ::metrics::gauge!(metrics::CONSUMER_LAG, "topic" => name.clone(), "group" => self.group.clone())
+                .set(lag as f64);
+        }
+    }
+}
 
 impl ConsumerContext for DrainingContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -51,6 +51,8 @@ pub(super) fn poll_loop<H: Handler>(
         )
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.partition.eof", "false")
+        // Feeds DrainingContext::stats, which publishes the consumer lag gauge.
+        .set("statistics.interval.ms", super::context::STATS_INTERVAL_MS)
         .create_with_context(context)
         .map_err(KafkaError::Client)?;
     let consumer = Arc::new(consumer);
