@@ -44,6 +44,7 @@ pub struct Inner {
     pub languages: LanguageRegistry,
     pub jwt: JwtKey,
     pub streams: StreamLimiter,
+    pub token_cache: crate::auth::token_cache::TokenCache,
     /// A real argon2id hash to verify against when the user does not exist, so an unknown user
     /// costs the same time as a wrong password.
     pub(crate) dummy_hash: tokio::sync::OnceCell<String>,
@@ -89,6 +90,7 @@ impl AppState {
             languages: LanguageRegistry::from_config(&config.runtime.languages),
             jwt: JwtKey::new(secret.as_bytes()).map_err(|_| StateError::JwtKey)?,
             streams: StreamLimiter::new(MAX_STREAMS_PER_USER),
+            token_cache: crate::auth::token_cache::TokenCache::default(),
             dummy_hash: tokio::sync::OnceCell::new(),
         })))
     }

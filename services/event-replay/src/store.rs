@@ -1,4 +1,7 @@
 //! The event store: every event of every Kiln topic, once, in MongoDB (`events`).
+//!
+//! Inserts go through a batcher: every partition of every topic is handled in parallel, and one
+//! `insert_many` for all the events waiting costs the server far less than one insert each.
 
 use std::time::Duration;
 
@@ -7,22 +10,25 @@ use mongodb::bson::{self, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use shared::kafka::{Handler, HandlerError, InboundMessage};
+use shared::mongo::batch::InsertBatcher;
 
 pub const EVENTS_COLLECTION: &str = "events";
 
-/// MongoDB's duplicate-key error: the event is already stored.
-const DUPLICATE_KEY: i32 = 11_000;
+/// Events sent in one `insert_many` at the most.
+const MAX_BATCH: usize = 256;
 
 /// Stores consumed events, keyed by `event_id`, so a redelivered message is stored once.
 #[derive(Debug, Clone)]
 pub struct EventStore {
-    events: Collection<Document>,
+    events: InsertBatcher,
 }
 
 impl EventStore {
+    /// Starts the store's insert batcher (a task): call from within the runtime.
     pub fn new(db: &Database) -> Self {
+        let events: Collection<Document> = db.collection(EVENTS_COLLECTION);
         Self {
-            events: db.collection(EVENTS_COLLECTION),
+            events: InsertBatcher::spawn(events, MAX_BATCH),
         }
     }
 
@@ -67,19 +73,11 @@ impl Handler for EventStore {
             "offset": message.offset,
             "event": body,
         };
-        match self.events.insert_one(document).await {
-            Ok(_) => Ok(()),
-            Err(error) if is_duplicate(&error) => Ok(()),
-            Err(error) => Err(HandlerError::retryable("mongo_write", error)),
-        }
-    }
-}
-
-fn is_duplicate(error: &mongodb::error::Error) -> bool {
-    match error.kind.as_ref() {
-        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) => {
-            e.code == DUPLICATE_KEY
-        }
-        _ => false,
+        // A duplicate is a redelivery of an event already stored: done.
+        self.events
+            .insert(document)
+            .await
+            .map(|_| ())
+            .map_err(|error| HandlerError::retryable("mongo_write", error))
     }
 }

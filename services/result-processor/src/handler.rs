@@ -148,7 +148,7 @@ impl ResultHandler {
     async fn terminal(&self, event: &Event, status: ExecutionStatus) -> Result<(), ProcessError> {
         let id = event.aggregate_id.as_str();
         let processor = &self.processor;
-        let won = processor.store.store_terminal(id, event, status).await?;
+        processor.store.store_terminal(id, event, status).await?;
         let Some(doc) = processor.store.get(id).await? else {
             return Err(self.missing(event).await);
         };
@@ -157,15 +157,7 @@ impl ResultHandler {
             return Err(ProcessError::NotStored(id.to_owned()));
         }
         let ours = doc.result_event_id.as_deref() == Some(event.event_id.to_string().as_str());
-        if won {
-            ::metrics::counter!(metrics::RESULTS_STORED, "status" => status_name(status), "lang" => doc.lang.clone())
-                .increment(1);
-            if let Some(finished) = doc.finished_at {
-                let ms = finished.timestamp_millis() - doc.created_at.timestamp_millis();
-                ::metrics::histogram!(metrics::END_TO_END_LATENCY)
-                    .record(ms.max(0) as f64 / 1000.0);
-            }
-        } else if !ours {
+        if !ours {
             ::metrics::counter!(metrics::DUPLICATES_IGNORED, "event_type" => event.event_type().as_str())
                 .increment(1);
             tracing::debug!(execution_id = %id, stored = status_name(doc.status), "result already stored; ignoring");
@@ -173,7 +165,16 @@ impl ResultHandler {
         // Also for a duplicate: a crash between the MongoDB write and this append would otherwise
         // leave the stream without its result forever. The append is de-duplicated.
         self.result_entries(&doc).await?;
+        processor.notifier.execution_finished(&doc).await?;
         if ours && !processor.stream.result_published(id).await? {
+            // Counted here, once per stored result (a redelivered event finds it published).
+            ::metrics::counter!(metrics::RESULTS_STORED, "status" => status_name(status), "lang" => doc.lang.clone())
+                .increment(1);
+            if let Some(finished) = doc.finished_at {
+                let ms = finished.timestamp_millis() - doc.created_at.timestamp_millis();
+                ::metrics::histogram!(metrics::END_TO_END_LATENCY)
+                    .record(ms.max(0) as f64 / 1000.0);
+            }
             let stored = event.follow(
                 EventPayload::ResultStored(ResultStored { status: doc.status }),
                 SERVICE_NAME,

@@ -1,11 +1,16 @@
 //! The `executions` projection. Only this service updates the collection after the api's insert,
 //! and every update is conditional on a lower status (`statuses_below`), so a late or duplicated
 //! event never moves a status back and the terminal result is written once.
+//!
+//! Updates go through a batcher: the projections of every partition being handled at once
+//! travel in one `update` command. Its reply counts matches for the whole batch only, so callers
+//! learn what happened from the document, not from the update.
 
 use mongodb::bson::{self, DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use shared::events::{Event, EventPayload, ExecutionOutcome, ExecutionStatus};
 use shared::executions::{EXECUTIONS_COLLECTION, ExecutionDoc, status_name, statuses_below};
+use shared::mongo::batch::{BatchError, UpdateBatcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -13,19 +18,25 @@ pub enum StoreError {
     Mongo(#[from] mongodb::error::Error),
     #[error("encoding a result field failed")]
     Encode(#[from] bson::ser::Error),
+    #[error("batched execution update failed")]
+    Batch(#[from] BatchError),
 }
+
+/// Projections sent in one command at the most.
+const MAX_BATCH: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct ExecutionStore {
     typed: Collection<ExecutionDoc>,
-    raw: Collection<Document>,
+    updates: UpdateBatcher,
 }
 
 impl ExecutionStore {
+    /// Starts the store's update batcher (a task): call from within the runtime.
     pub fn new(db: &Database) -> Self {
         Self {
             typed: db.collection(EXECUTIONS_COLLECTION),
-            raw: db.collection(EXECUTIONS_COLLECTION),
+            updates: UpdateBatcher::spawn(db.clone(), EXECUTIONS_COLLECTION, MAX_BATCH),
         }
     }
 
@@ -33,32 +44,31 @@ impl ExecutionStore {
         Ok(self.typed.find_one(doc! { "_id": id }).await?)
     }
 
-    /// Moves a non-terminal status forward, setting `set` with it; `true` if it moved.
+    /// Moves a non-terminal status forward, setting `set` with it, unless it is there already.
     pub async fn advance(
         &self,
         id: &str,
         status: ExecutionStatus,
         mut set: Document,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         set.insert("status", status_name(status));
-        let result = self
-            .raw
+        self.updates
             .update_one(
                 doc! { "_id": id, "status": { "$in": statuses_below(status) } },
                 doc! { "$set": set },
             )
             .await?;
-        Ok(result.matched_count == 1)
+        Ok(())
     }
 
-    /// Writes the terminal result of `event` if the execution is not terminal yet; `true` if this
-    /// call wrote it.
+    /// Writes the terminal result of `event` if the execution is not terminal yet. Which event's
+    /// result is stored is read back from the document (`result_event_id`).
     pub async fn store_terminal(
         &self,
         id: &str,
         event: &Event,
         status: ExecutionStatus,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut set = doc! {
             "status": status_name(status),
             "finished_at": DateTime::from_chrono(event.occurred_at),

@@ -3,8 +3,8 @@
 //! Every handler is idempotent. It reads the saga, picks the transition its state allows and
 //! applies it conditionally (the filter names the state it read); a concurrent change (the request
 //! and a cancel are on different topics, so handled in parallel) makes the update miss and the
-//! handler reads again. Whatever the outcome, it then publishes the saga's outbox, so a message
-//! redelivered after a failed publish sends what is still pending.
+//! handler reads again. The handler that applied a transition publishes the events it wrote;
+//! what a failed publish leaves in the outbox the scheduler leader re-publishes.
 
 use mongodb::bson::{DateTime, doc};
 use shared::events::{
@@ -54,7 +54,7 @@ impl SagaHandler {
 
     async fn dispatch(&self, event: &Event) -> Result<(), HandleError> {
         let id = event.aggregate_id.as_str();
-        let changed = match &event.payload {
+        let written = match &event.payload {
             EventPayload::ExecutionRequested(request) => self.requested(event, request).await?,
             EventPayload::ExecutionCancelRequested(cancel) => self.cancel(event, cancel).await?,
             EventPayload::ExecutionCompleted(_)
@@ -64,12 +64,14 @@ impl SagaHandler {
             // Another type on a consumed topic would be a producer bug; nothing to do with it.
             _ => return Ok(()),
         };
-        if changed {
+        if let Some(events) = written {
             // Only the writer of a transition publishes its outbox at once: a handler that
             // changed nothing must not re-send events another worker is publishing right now.
             // If this publish fails, the events stay in the outbox and the scheduler leader
             // re-publishes them, so the message can still be acknowledged.
-            if let Err(error) = outbox::flush(&self.saga.store, &self.saga.producer, id).await {
+            if let Err(error) =
+                outbox::publish(&self.saga.store, &self.saga.producer, id, &events).await
+            {
                 tracing::warn!(saga_id = %id, error = %error, "saga events not published yet; the outbox keeps them");
             }
             self.saga.wake.notify_one();
@@ -83,14 +85,15 @@ impl SagaHandler {
         &self,
         event: &Event,
         request: &ExecutionRequested,
-    ) -> Result<bool, HandleError> {
+    ) -> Result<Option<Vec<Event>>, HandleError> {
         let id = event.aggregate_id.as_str();
         let flow = Flow {
             request_event_id: Some(event.event_id.to_string()),
             ..flow_of(event)
         };
         for _ in 0..ROUNDS {
-            let Some(saga) = self.saga.store.get(id).await? else {
+            // Nearly every request is new: insert first, read only when a saga exists.
+            {
                 let queued = saga_event(
                     id,
                     &flow,
@@ -118,17 +121,20 @@ impl SagaHandler {
                     flow: Some(flow.clone()),
                     steps: vec![Step::done("queued")],
                     compensations: Vec::new(),
-                    outbox: crate::store::outbox_entries(&[queued])?,
+                    outbox: crate::store::outbox_entries(std::slice::from_ref(&queued))?,
+                    outbox_at: Some(DateTime::now()),
                     cancelled_by: None,
                     updated_at: DateTime::now(),
                 };
                 if self.saga.store.insert(&saga).await? {
-                    return Ok(true);
+                    return Ok(Some(vec![queued]));
                 }
+            }
+            let Some(saga) = self.saga.store.get(id).await? else {
                 continue;
             };
             if saga.request.is_some() {
-                return Ok(false);
+                return Ok(None);
             }
             // A marker: something ended this execution before its request arrived.
             let mut transition = Transition::new(
@@ -156,8 +162,8 @@ impl SagaHandler {
                     }),
                 ));
             }
-            if self.saga.store.apply(id, transition).await? {
-                return Ok(true);
+            if let Some(events) = self.saga.store.apply(id, transition).await? {
+                return Ok(Some(events));
             }
         }
         Err(HandleError::Contended(id.to_owned()))
@@ -169,7 +175,7 @@ impl SagaHandler {
         &self,
         event: &Event,
         cancel: &ExecutionCancelRequested,
-    ) -> Result<bool, HandleError> {
+    ) -> Result<Option<Vec<Event>>, HandleError> {
         let id = event.aggregate_id.as_str();
         for _ in 0..ROUNDS {
             let Some(saga) = self.saga.store.get(id).await? else {
@@ -183,7 +189,7 @@ impl SagaHandler {
                     "updated_at": DateTime::now(),
                 };
                 if self.saga.store.insert_marker(id, marker).await? {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 continue;
             };
@@ -201,7 +207,7 @@ impl SagaHandler {
                 )
             };
             let mut transition = match saga.state {
-                SagaState::Finished | SagaState::Cancelled => return Ok(false),
+                SagaState::Finished | SagaState::Cancelled => return Ok(None),
                 SagaState::Queued => {
                     let mut t = Transition::new(
                         &[SagaState::Queued],
@@ -236,9 +242,9 @@ impl SagaHandler {
             };
             transition.set =
                 doc! { "finished_at": DateTime::now(), "cancelled_by": &cancel.requested_by };
-            if self.saga.store.apply(id, transition).await? {
+            if let Some(events) = self.saga.store.apply(id, transition).await? {
                 ::metrics::counter!(metrics::TERMINAL_TOTAL, "status" => "cancelled").increment(1);
-                return Ok(true);
+                return Ok(Some(events));
             }
         }
         Err(HandleError::Contended(id.to_owned()))
@@ -247,7 +253,7 @@ impl SagaHandler {
     /// A terminal execution event ends the saga and frees its slot. Events this service
     /// published itself (`execution_cancelled`, `execution_failed{executor_lost}`) come back
     /// here and find the saga already ended.
-    async fn terminal(&self, event: &Event) -> Result<bool, HandleError> {
+    async fn terminal(&self, event: &Event) -> Result<Option<Vec<Event>>, HandleError> {
         let id = event.aggregate_id.as_str();
         let status = terminal_status(&event.payload);
         for _ in 0..ROUNDS {
@@ -263,12 +269,12 @@ impl SagaHandler {
                     "updated_at": DateTime::now(),
                 };
                 if self.saga.store.insert_marker(id, marker).await? {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 continue;
             };
             if matches!(saga.state, SagaState::Finished | SagaState::Cancelled) {
-                return Ok(false);
+                return Ok(None);
             }
             let flow = saga.flow.clone().unwrap_or_else(|| flow_of(event));
             let mut transition = Transition::new(
@@ -283,9 +289,9 @@ impl SagaHandler {
                 Some(event.event_id),
                 EventPayload::SagaCompleted(progress(id, "finished", Some(status.to_owned()))),
             ));
-            if self.saga.store.apply(id, transition).await? {
+            if let Some(events) = self.saga.store.apply(id, transition).await? {
                 ::metrics::counter!(metrics::TERMINAL_TOTAL, "status" => status).increment(1);
-                return Ok(true);
+                return Ok(Some(events));
             }
         }
         Err(HandleError::Contended(id.to_owned()))

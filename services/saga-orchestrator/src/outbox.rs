@@ -1,9 +1,12 @@
-//! Publishing a saga's outbox: the events its last transitions wrote, in order.
+//! Publishing a saga's outbox: the events its transitions wrote with the state change.
 //!
-//! The writer publishes right after its transition; whatever is left (a crash, Kafka down) is
-//! re-published by the scheduler leader. Re-publishing sends the stored event unchanged, so a
-//! duplicate carries the same `event_id`.
+//! The writer publishes right after its transition, from the events it has in hand (no read
+//! back); whatever is left (a crash, Kafka down) is re-published by the scheduler leader from
+//! MongoDB. Re-publishing sends the stored event unchanged, so a duplicate carries the same
+//! `event_id`. The events of one transition go to different topics, which keep no order with
+//! each other, so they are sent together; only those Kafka acknowledged leave the outbox.
 
+use futures::future::join_all;
 use shared::events::Event;
 use shared::kafka::{EventProducer, KafkaError};
 
@@ -17,48 +20,51 @@ pub enum OutboxError {
     Publish(#[from] KafkaError),
 }
 
-/// Publishes the outbox of saga `id` as currently stored.
-pub async fn flush(
+/// Publishes `events`, just written to the outbox of saga `id`, and removes the acknowledged ones.
+pub async fn publish(
     store: &SagaStore,
     producer: &EventProducer,
     id: &str,
+    events: &[Event],
 ) -> Result<(), OutboxError> {
-    match store.get(id).await? {
-        Some(saga) => flush_doc(store, producer, &saga).await,
+    if events.is_empty() {
+        return Ok(());
+    }
+    let results = join_all(events.iter().map(|event| producer.publish(event))).await;
+    let mut published = Vec::with_capacity(events.len());
+    let mut failure = None;
+    for (event, result) in events.iter().zip(results) {
+        match result {
+            Ok(_) => published.push(event.event_id.to_string()),
+            Err(error) => failure = Some(error),
+        }
+    }
+    store.pull_outbox(id, published).await?;
+    match failure {
+        Some(error) => Err(error.into()),
         None => Ok(()),
     }
 }
 
+/// Publishes the outbox of a saga as stored (the re-publish path).
 pub async fn flush_doc(
     store: &SagaStore,
     producer: &EventProducer,
     saga: &SagaDoc,
 ) -> Result<(), OutboxError> {
-    let mut published = Vec::new();
-    let mut failure = None;
+    let mut events = Vec::with_capacity(saga.outbox.len());
+    let mut undecodable = Vec::new();
     for entry in &saga.outbox {
-        let event = match Event::from_json(Some(entry.event.as_bytes())) {
-            Ok(event) => event,
+        match Event::from_json(Some(entry.event.as_bytes())) {
+            Ok(event) => events.push(event),
             Err(error) => {
                 // Only this service writes the outbox, so this cannot happen short of a manual
-                // edit; dropping the entry is better than blocking every later one behind it.
+                // edit; dropping the entry is better than re-sending the rest forever.
                 tracing::error!(saga_id = %saga.id, entry = %entry.id, %error, "dropping an undecodable outbox entry");
-                published.push(entry.id.clone());
-                continue;
-            }
-        };
-        match producer.publish(&event).await {
-            Ok(_) => published.push(entry.id.clone()),
-            Err(error) => {
-                // Stop here: the events after this one must not overtake it.
-                failure = Some(error);
-                break;
+                undecodable.push(entry.id.clone());
             }
         }
     }
-    store.pull_outbox(&saga.id, &published).await?;
-    match failure {
-        Some(error) => Err(error.into()),
-        None => Ok(()),
-    }
+    store.pull_outbox(&saga.id, undecodable).await?;
+    publish(store, producer, &saga.id, &events).await
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use mongodb::bson::DateTime;
-use shared::events::{CreatePodCommand, EventPayload, ExecutionScheduled};
+use shared::events::{CreatePodCommand, Event, EventPayload, ExecutionScheduled};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -25,10 +25,16 @@ use crate::{Orchestrator, metrics, outbox, sweeper};
 
 /// An outbox older than this was not published by its writer (which publishes at once).
 const STALE_OUTBOX: Duration = Duration::from_secs(2);
+/// Passes woken by events start at most this often: a burst of finished and queued executions
+/// is served by one pass rather than one pass (and its queries) each.
+const MIN_PASS_GAP: Duration = Duration::from_millis(10);
+/// The queue-depth gauge costs a count over the queue; it is refreshed at most this often.
+const QUEUE_DEPTH_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Scheduler {
     saga: Orchestrator,
     lease: Lease,
+    depth_measured_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Scheduler {
@@ -38,7 +44,11 @@ impl Scheduler {
             Uuid::now_v7().to_string(),
             saga.settings.lease_ttl,
         );
-        Self { saga, lease }
+        Self {
+            saga,
+            lease,
+            depth_measured_at: std::sync::Mutex::new(None),
+        }
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -46,13 +56,17 @@ impl Scheduler {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sweep: Option<Instant> = None;
         let mut leader = false;
+        let mut last_pass = Instant::now();
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
-                () = self.saga.wake.notified() => {}
+                () = self.saga.wake.notified() => {
+                    tokio::time::sleep_until((last_pass + MIN_PASS_GAP).into()).await;
+                }
             }
+            last_pass = Instant::now();
             match self.lease.acquire().await {
                 Ok(held) => {
                     if held != leader {
@@ -98,8 +112,7 @@ impl Scheduler {
         let mut active = self.saga.store.active_by_user().await?;
         let mut in_use: usize = active.values().sum();
         ::metrics::gauge!(metrics::RUNNING).set(in_use as f64);
-        ::metrics::gauge!(metrics::QUEUE_DEPTH)
-            .set(self.saga.store.count_in(SagaState::Queued).await? as f64);
+        self.measure_queue_depth().await?;
         if in_use >= settings.global_concurrency {
             return Ok(0);
         }
@@ -119,12 +132,12 @@ impl Scheduler {
             if *used >= settings.per_user_concurrency {
                 continue;
             }
-            if self.schedule(&doc).await? {
+            if let Some(events) = self.schedule(&doc).await? {
                 *used += 1;
                 in_use += 1;
                 scheduled += 1;
                 if let Err(error) =
-                    outbox::flush(&self.saga.store, &self.saga.producer, &doc.id).await
+                    outbox::publish(&self.saga.store, &self.saga.producer, &doc.id, &events).await
                 {
                     tracing::warn!(saga_id = %doc.id, error = %error, "schedule events not published yet; will retry");
                 }
@@ -136,9 +149,26 @@ impl Scheduler {
         Ok(scheduled)
     }
 
-    async fn schedule(&self, doc: &SagaDoc) -> Result<bool, StoreError> {
+    async fn measure_queue_depth(&self) -> Result<(), StoreError> {
+        let now = Instant::now();
+        {
+            let mut at = self
+                .depth_measured_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if at.is_some_and(|at| now.duration_since(at) < QUEUE_DEPTH_EVERY) {
+                return Ok(());
+            }
+            *at = Some(now);
+        }
+        let depth = self.saga.store.count_in(SagaState::Queued).await?;
+        ::metrics::gauge!(metrics::QUEUE_DEPTH).set(depth as f64);
+        Ok(())
+    }
+
+    async fn schedule(&self, doc: &SagaDoc) -> Result<Option<Vec<Event>>, StoreError> {
         let Some(request) = doc.request.clone() else {
-            return Ok(false);
+            return Ok(None);
         };
         let id = doc.id.as_str();
         let now = DateTime::now();
@@ -179,7 +209,7 @@ impl Scheduler {
             ),
         ];
         let applied = self.saga.store.apply(id, transition).await?;
-        if applied {
+        if applied.is_some() {
             ::metrics::counter!(metrics::SCHEDULED_TOTAL).increment(1);
             if let Some(enqueued) = doc.enqueued_at {
                 let wait_ms = now

@@ -3,21 +3,24 @@
 //! A transition is one `update_one` whose filter names the states it may leave, and whose update
 //! records the new state, the step, any compensation and the events to publish (the outbox) at
 //! once. So a crash after the write loses nothing: the outbox is published later (see
-//! [`crate::outbox`]).
+//! [`crate::outbox`]). `outbox_at` marks a saga with a non-empty outbox (sparse index), so the
+//! re-publisher finds the few that need it without scanning every saga.
 
 use std::collections::HashMap;
 
 use futures::TryStreamExt;
 use mongodb::bson::{self, Bson, DateTime, Document, doc};
-use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
+use mongodb::error::Error as MongoError;
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use shared::events::{Event, ExecutionRequested};
+use shared::mongo::batch::{BatchError, UpdateBatcher};
 
 pub const SAGAS_COLLECTION: &str = "sagas";
 pub const LOCKS_COLLECTION: &str = "locks";
-const DUPLICATE_KEY: i32 = 11000;
+/// Outbox clean-ups sent in one command at the most.
+const MAX_PULL_BATCH: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,6 +120,9 @@ pub struct SagaDoc {
     pub compensations: Vec<Step>,
     #[serde(default)]
     pub outbox: Vec<OutboxEntry>,
+    /// When the outbox last received entries; absent once it is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_at: Option<DateTime>,
     /// Who asked to cancel, when a cancel came first (kept for the later request).
     #[serde(default)]
     pub cancelled_by: Option<String>,
@@ -148,6 +154,8 @@ pub enum StoreError {
     Encode(#[from] bson::ser::Error),
     #[error("encoding an event failed")]
     Json(#[from] serde_json::Error),
+    #[error("batched saga update failed")]
+    Batch(#[from] BatchError),
 }
 
 /// One state change, applied only if the saga is still in one of `from`.
@@ -178,17 +186,7 @@ impl Transition {
     }
 }
 
-pub fn is_duplicate_key(error: &MongoError) -> bool {
-    match error.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
-        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
-        ErrorKind::InsertMany(e) => e
-            .write_errors
-            .as_ref()
-            .is_some_and(|errors| errors.iter().any(|e| e.code == DUPLICATE_KEY)),
-        _ => false,
-    }
-}
+pub use shared::mongo::is_duplicate_key;
 
 pub fn outbox_entries(events: &[Event]) -> Result<Vec<OutboxEntry>, StoreError> {
     events
@@ -210,13 +208,17 @@ fn states(list: &[SagaState]) -> Vec<&'static str> {
 pub struct SagaStore {
     sagas: Collection<SagaDoc>,
     raw: Collection<Document>,
+    /// Outbox clean-ups are off the critical path and many: batched.
+    pulls: UpdateBatcher,
 }
 
 impl SagaStore {
+    /// Starts the store's update batcher (a task): call from within the runtime.
     pub fn new(db: &Database) -> Self {
         Self {
             sagas: db.collection(SAGAS_COLLECTION),
             raw: db.collection(SAGAS_COLLECTION),
+            pulls: UpdateBatcher::spawn(db.clone(), SAGAS_COLLECTION, MAX_PULL_BATCH),
         }
     }
 
@@ -237,6 +239,15 @@ impl SagaStore {
                 ),
                 index(doc! { "user_id": 1, "state": 1 }, "user_state"),
                 index(doc! { "state": 1, "deadline_at": 1 }, "state_deadline"),
+                IndexModel::builder()
+                    .keys(doc! { "outbox_at": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .name("pending_outbox".to_owned())
+                            .sparse(true)
+                            .build(),
+                    )
+                    .build(),
             ],
         )
         .await
@@ -270,8 +281,13 @@ impl SagaStore {
         }
     }
 
-    /// Applies `transition` if the saga is still in one of its `from` states.
-    pub async fn apply(&self, id: &str, transition: Transition) -> Result<bool, StoreError> {
+    /// Applies `transition` if the saga is still in one of its `from` states; returns the events
+    /// it wrote to the outbox (to publish now), or `None` when the saga had moved on.
+    pub async fn apply(
+        &self,
+        id: &str,
+        transition: Transition,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
         let mut filter = doc! { "_id": id, "state": { "$in": states(transition.from) } };
         filter.extend(transition.filter);
         let mut set = transition.set;
@@ -287,23 +303,30 @@ impl SagaStore {
         let entries = outbox_entries(&transition.outbox)?;
         if !entries.is_empty() {
             push.insert("outbox", doc! { "$each": bson::to_bson(&entries)? });
+            set.insert("outbox_at", DateTime::now());
         }
         let result = self
             .raw
             .update_one(filter, doc! { "$set": set, "$push": push })
             .await?;
-        Ok(result.matched_count == 1)
+        Ok((result.matched_count == 1).then_some(transition.outbox))
     }
 
-    /// Removes published entries from a saga's outbox.
-    pub async fn pull_outbox(&self, id: &str, entry_ids: &[String]) -> Result<(), StoreError> {
+    /// Removes published entries from a saga's outbox, and its pending mark once it is empty.
+    pub async fn pull_outbox(&self, id: &str, entry_ids: Vec<String>) -> Result<(), StoreError> {
         if entry_ids.is_empty() {
             return Ok(());
         }
-        self.raw
+        self.pulls
             .update_one(
                 doc! { "_id": id },
                 doc! { "$pull": { "outbox": { "id": { "$in": entry_ids } } } },
+            )
+            .await?;
+        self.pulls
+            .update_one(
+                doc! { "_id": id, "outbox": { "$size": 0 } },
+                doc! { "$unset": { "outbox_at": "" } },
             )
             .await?;
         Ok(())
@@ -314,7 +337,7 @@ impl SagaStore {
         &self,
         older_than: DateTime,
     ) -> Result<Vec<SagaDoc>, StoreError> {
-        let filter = doc! { "outbox.0": { "$exists": true }, "updated_at": { "$lt": older_than } };
+        let filter = doc! { "outbox_at": { "$lt": older_than } };
         Ok(self
             .sagas
             .find(filter)

@@ -3,7 +3,7 @@
 //! the slot released, so nothing waits forever.
 
 use mongodb::bson::{DateTime, doc};
-use shared::events::{ErrorType, EventPayload, ExecutionFailed};
+use shared::events::{ErrorType, Event, EventPayload, ExecutionFailed};
 
 use crate::events::{progress, saga_event};
 use crate::handler::delete_pod;
@@ -18,9 +18,10 @@ pub async fn sweep(saga: &Orchestrator) -> Result<usize, StoreError> {
     let now = DateTime::now();
     let mut failed = 0;
     for doc in saga.store.overdue(now).await? {
-        if fail_lost(saga, &doc, now).await? {
+        if let Some(events) = fail_lost(saga, &doc, now).await? {
             failed += 1;
-            if let Err(error) = outbox::flush(&saga.store, &saga.producer, &doc.id).await {
+            if let Err(error) = outbox::publish(&saga.store, &saga.producer, &doc.id, &events).await
+            {
                 tracing::warn!(saga_id = %doc.id, error = %error, "sweeper events not published yet; will retry");
             }
         }
@@ -28,7 +29,11 @@ pub async fn sweep(saga: &Orchestrator) -> Result<usize, StoreError> {
     Ok(failed)
 }
 
-async fn fail_lost(saga: &Orchestrator, doc: &SagaDoc, now: DateTime) -> Result<bool, StoreError> {
+async fn fail_lost(
+    saga: &Orchestrator,
+    doc: &SagaDoc,
+    now: DateTime,
+) -> Result<Option<Vec<Event>>, StoreError> {
     let id = doc.id.as_str();
     let (flow, cause) = doc.flow_and_cause();
     let message = "no terminal event before the execution's deadline (timeout + executor grace)";
@@ -64,7 +69,7 @@ async fn fail_lost(saga: &Orchestrator, doc: &SagaDoc, now: DateTime) -> Result<
         )),
     ));
     let applied = saga.store.apply(id, transition).await?;
-    if applied {
+    if applied.is_some() {
         ::metrics::counter!(metrics::TERMINAL_TOTAL, "status" => "failed").increment(1);
         tracing::warn!(saga_id = %id, "executor lost; execution failed");
     }

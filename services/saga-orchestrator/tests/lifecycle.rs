@@ -383,3 +383,49 @@ async fn a_restart_mid_run_leaves_nothing_stuck() {
     second.stop().await;
     h.cleanup().await;
 }
+
+/// A crash between a transition's write and its publish leaves the events in the outbox; the
+/// scheduler leader finds the saga by its pending mark and publishes them, then clears both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outbox_left_by_a_crash_is_published_by_the_leader() {
+    let h = Harness::new(|_| {}).await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let stranded = Event::new(
+        &id,
+        EventPayload::ExecutionQueued(shared::events::ExecutionQueued { position: None }),
+        EventMetadata::new("saga-orchestrator", Some("user-1".into())),
+    );
+    let written_at = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() - 10_000,
+    );
+    h.db.collection::<mongodb::bson::Document>("sagas")
+        .insert_one(doc! {
+            "_id": &id,
+            "user_id": "user-1",
+            "state": "finished",
+            "steps": [],
+            "compensations": [],
+            "outbox": [ { "id": stranded.event_id.to_string(),
+                          "event": String::from_utf8(stranded.to_json().unwrap()).unwrap() } ],
+            "outbox_at": written_at,
+            "updated_at": written_at,
+        })
+        .await
+        .unwrap();
+    let running = h.start().await;
+    h.eventually("the stranded event is published", || async {
+        h.collected
+            .for_id(EventType::ExecutionQueued, &id)
+            .iter()
+            .any(|e| e.event_id == stranded.event_id)
+    })
+    .await;
+    h.eventually("the outbox and its mark are cleared", || async {
+        h.saga(&id).await.is_some_and(|saga| {
+            saga.get_array("outbox").is_ok_and(|o| o.is_empty()) && !saga.contains_key("outbox_at")
+        })
+    })
+    .await;
+    running.stop().await;
+    h.cleanup().await;
+}

@@ -1,4 +1,6 @@
-//! MongoDB connection, index set-up and health check.
+//! MongoDB connection, index set-up, health check and batched writes.
+
+pub mod batch;
 
 use std::time::Duration;
 
@@ -23,6 +25,23 @@ pub enum MongoError {
     },
     #[error("mongodb ping failed")]
     Ping(#[source] mongodb::error::Error),
+}
+
+/// MongoDB's duplicate-key error code: an idempotent writer's "already done".
+pub const DUPLICATE_KEY: i32 = 11_000;
+
+/// Whether `error` is (or, for a bulk insert, contains) a duplicate-key error.
+pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().any(|e| e.code == DUPLICATE_KEY)),
+        _ => false,
+    }
 }
 
 /// A database handle. The driver connects lazily; call [`ping`] to know the server answers.

@@ -86,20 +86,40 @@ fn csrf_ok(headers: &HeaderMap, session_csrf: &str) -> bool {
 
 async fn from_api_token(state: &AppState, token: &str) -> Result<CurrentUser, ApiError> {
     let hash = token_hash(token);
-    let tokens = users::api_tokens(&state.db);
-    let record = tokens
+    if let Some(cached) = state.token_cache.get(&hash) {
+        record_use(state, cached.token_id);
+        return Ok(cached.user);
+    }
+    let record = users::api_tokens(&state.db)
         .find_one(doc! { "token_hash": &hash, "revoked_at": null })
         .await?
         .ok_or_else(ApiError::invalid_token)?;
     let user = users::find_by_id(&state.db, &record.user_id)
         .await?
         .ok_or_else(ApiError::invalid_token)?;
-    // Bookkeeping only: the request does not wait for it, and a failure costs nothing but the
-    // timestamp.
+    let user = CurrentUser {
+        id: user.id,
+        username: user.username,
+        role: user.role,
+    };
+    state
+        .token_cache
+        .insert(hash, record.id.clone(), user.clone());
+    record_use(state, record.id);
+    Ok(user)
+}
+
+/// Bookkeeping only: the request does not wait for it, and a failure costs nothing but the
+/// timestamp.
+fn record_use(state: &AppState, token_id: String) {
+    if !state.token_cache.last_used_due(&token_id) {
+        return;
+    }
+    let tokens = users::api_tokens(&state.db);
     tokio::spawn(async move {
         let update = tokens
             .update_one(
-                doc! { "_id": &record.id },
+                doc! { "_id": &token_id },
                 doc! { "$set": { "last_used_at": bson::DateTime::now() } },
             )
             .await;
@@ -107,9 +127,4 @@ async fn from_api_token(state: &AppState, token: &str) -> Result<CurrentUser, Ap
             tracing::debug!(%error, "recording token use failed");
         }
     });
-    Ok(CurrentUser {
-        id: user.id,
-        username: user.username,
-        role: user.role,
-    })
 }

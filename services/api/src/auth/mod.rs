@@ -5,6 +5,7 @@ pub mod extractor;
 pub mod jwt;
 pub mod password;
 pub mod routes;
+pub mod token_cache;
 pub mod tokens;
 pub mod users;
 pub mod validate;

@@ -253,5 +253,6 @@ async fn revoke_token(
     if outcome.matched_count == 0 {
         return Err(ApiError::not_found());
     }
+    state.token_cache.clear();
     Ok(StatusCode::NO_CONTENT)
 }

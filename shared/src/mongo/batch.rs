@@ -1,0 +1,253 @@
+//! Group commit for small writes: many callers, one MongoDB command.
+//!
+//! Consumers handle partitions in parallel and each waits for its own write before it stores
+//! its offset. Sent one by one, those writes cost a round trip and a server-side command each;
+//! under load the server's per-command overhead, not the data, becomes the limit. A batcher
+//! collects whatever writes are waiting while the previous command is in flight and sends them
+//! as one `insert`/`update` command, then answers each caller with its own outcome. An idle
+//! batcher sends a lone write at once, so batching adds no latency at low load.
+//!
+//! Durability is unchanged: a caller's future resolves only after the server acknowledged the
+//! command that carried its write.
+
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::{Collection, Database};
+use tokio::sync::{mpsc, oneshot};
+
+use super::DUPLICATE_KEY;
+
+/// Writes queued at most; a caller waits for room beyond it (backpressure).
+const QUEUE: usize = 4096;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    #[error("the batched command failed: {0}")]
+    Command(String),
+    #[error("write rejected (code {code}): {message}")]
+    Write { code: i32, message: String },
+    #[error("the batcher has stopped")]
+    Stopped,
+}
+
+/// What happened to one inserted document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// A document with the same unique key exists: for idempotent writers, already done.
+    Duplicate,
+}
+
+/// One update statement, as in MongoDB's `update` command.
+#[derive(Debug, Clone)]
+pub struct UpdateStatement {
+    pub filter: Document,
+    pub update: Document,
+    pub upsert: bool,
+}
+
+/// How many documents one update statement matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched(pub bool);
+
+type Reply<T> = oneshot::Sender<Result<T, BatchError>>;
+
+/// Batches `insert_one`s into `insert_many` (unordered: one bad document fails only itself).
+#[derive(Debug, Clone)]
+pub struct InsertBatcher {
+    queue: mpsc::Sender<(Document, Reply<Inserted>)>,
+}
+
+impl InsertBatcher {
+    /// Starts the batcher's task; it ends when the last clone is dropped.
+    pub fn spawn(collection: Collection<Document>, max_batch: usize) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(run(receiver, max_batch.max(1), move |docs| {
+            let collection = collection.clone();
+            async move { insert_batch(&collection, docs).await }
+        }));
+        Self { queue }
+    }
+
+    pub async fn insert(&self, document: Document) -> Result<Inserted, BatchError> {
+        submit(&self.queue, document).await
+    }
+}
+
+/// Batches single-document updates into one `update` command. Statements on one collection
+/// are applied in the order they were submitted (the command is ordered), so two updates of one
+/// document keep their order; a failed statement fails itself and those after it in its batch.
+#[derive(Debug, Clone)]
+pub struct UpdateBatcher {
+    queue: mpsc::Sender<(UpdateStatement, Reply<Matched>)>,
+}
+
+impl UpdateBatcher {
+    pub fn spawn(db: Database, collection: &str, max_batch: usize) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let collection = collection.to_owned();
+        tokio::spawn(run(receiver, max_batch.max(1), move |statements| {
+            let db = db.clone();
+            let collection = collection.clone();
+            async move { update_batch(&db, &collection, statements).await }
+        }));
+        Self { queue }
+    }
+
+    /// Applies `update` to the document matching `filter`; `Matched(false)` if none did.
+    pub async fn update_one(
+        &self,
+        filter: Document,
+        update: Document,
+    ) -> Result<Matched, BatchError> {
+        let statement = UpdateStatement {
+            filter,
+            update,
+            upsert: false,
+        };
+        submit(&self.queue, statement).await
+    }
+
+    pub async fn submit(&self, statement: UpdateStatement) -> Result<Matched, BatchError> {
+        submit(&self.queue, statement).await
+    }
+}
+
+async fn submit<I, T>(queue: &mpsc::Sender<(I, Reply<T>)>, item: I) -> Result<T, BatchError> {
+    let (reply, answer) = oneshot::channel();
+    queue
+        .send((item, reply))
+        .await
+        .map_err(|_| BatchError::Stopped)?;
+    answer.await.map_err(|_| BatchError::Stopped)?
+}
+
+/// Takes what is waiting (up to `max_batch`), sends it as one command, answers, repeats.
+async fn run<I, T, F, Fut>(mut receiver: mpsc::Receiver<(I, Reply<T>)>, max_batch: usize, send: F)
+where
+    F: Fn(Vec<I>) -> Fut,
+    Fut: Future<Output = Vec<Result<T, BatchError>>>,
+{
+    let mut waiting = Vec::with_capacity(max_batch);
+    while receiver.recv_many(&mut waiting, max_batch).await > 0 {
+        let (items, replies): (Vec<I>, Vec<Reply<T>>) = waiting.drain(..).unzip();
+        let outcomes = send(items).await;
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            // An error here means the caller gave up (its task was cancelled): nobody to tell.
+            if reply.send(outcome).is_err() {
+                tracing::trace!("a batched write's caller went away before its answer");
+            }
+        }
+    }
+}
+
+async fn insert_batch(
+    collection: &Collection<Document>,
+    docs: Vec<Document>,
+) -> Vec<Result<Inserted, BatchError>> {
+    let count = docs.len();
+    let mut outcomes = vec![Ok(Inserted::New); count];
+    if let Err(error) = collection.insert_many(docs).ordered(false).await {
+        match error.kind.as_ref() {
+            mongodb::error::ErrorKind::InsertMany(failure)
+                if failure.write_concern_error.is_none() =>
+            {
+                for write in failure.write_errors.iter().flatten() {
+                    if let Some(slot) = outcomes.get_mut(write.index) {
+                        *slot = if write.code == DUPLICATE_KEY {
+                            Ok(Inserted::Duplicate)
+                        } else {
+                            Err(BatchError::Write {
+                                code: write.code,
+                                message: write.message.clone(),
+                            })
+                        };
+                    }
+                }
+            }
+            _ => outcomes = vec![Err(BatchError::Command(error.to_string())); count],
+        }
+    }
+    outcomes
+}
+
+async fn update_batch(
+    db: &Database,
+    collection: &str,
+    statements: Vec<UpdateStatement>,
+) -> Vec<Result<Matched, BatchError>> {
+    let count = statements.len();
+    let updates: Vec<Bson> = statements
+        .into_iter()
+        .map(|s| Bson::Document(doc! { "q": s.filter, "u": s.update, "upsert": s.upsert }))
+        .collect();
+    let command = doc! { "update": collection, "updates": updates, "ordered": true };
+    let reply = match db.run_command(command).await {
+        Ok(reply) => reply,
+        Err(error) => return vec![Err(BatchError::Command(error.to_string())); count],
+    };
+    update_outcomes(&reply, count)
+}
+
+/// Per-statement outcomes from an ordered `update` reply. The reply counts matches for the whole
+/// batch only, so a statement is known to have matched only when every statement did; otherwise
+/// each is reported as unmatched, and callers that need certainty read the document back.
+fn update_outcomes(reply: &Document, count: usize) -> Vec<Result<Matched, BatchError>> {
+    // `n` counts matched and upserted documents alike.
+    let matched = reply.get_i32("n").unwrap_or_default();
+    let all = usize::try_from(matched).is_ok_and(|n| n >= count);
+    let mut outcomes = vec![Ok(Matched(all)); count];
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        let first = errors
+            .iter()
+            .filter_map(Bson::as_document)
+            .filter_map(|e| Some((usize::try_from(e.get_i32("index").ok()?).ok()?, e)))
+            .min_by_key(|(index, _)| *index);
+        if let Some((index, error)) = first {
+            let failure = BatchError::Write {
+                code: error.get_i32("code").unwrap_or_default(),
+                message: error.get_str("errmsg").unwrap_or_default().to_owned(),
+            };
+            // Ordered: the failed statement and every one after it did not run.
+            for slot in outcomes.iter_mut().skip(index) {
+                *slot = Err(failure.clone());
+            }
+        }
+    }
+    outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_match_marks_every_statement_matched() {
+        let outcomes = update_outcomes(&doc! { "n": 3, "nModified": 3, "ok": 1.0 }, 3);
+        assert!(outcomes.iter().all(|o| matches!(o, Ok(Matched(true)))));
+    }
+
+    #[test]
+    fn a_partial_match_is_reported_as_unknown_for_all() {
+        let outcomes = update_outcomes(&doc! { "n": 2, "ok": 1.0 }, 3);
+        assert!(outcomes.iter().all(|o| matches!(o, Ok(Matched(false)))));
+    }
+
+    #[test]
+    fn a_write_error_fails_its_statement_and_the_rest() {
+        let reply = doc! {
+            "n": 1,
+            "ok": 1.0,
+            "writeErrors": [ { "index": 1, "code": 66, "errmsg": "immutable" } ],
+        };
+        let outcomes = update_outcomes(&reply, 3);
+        assert!(outcomes[0].is_ok());
+        assert!(matches!(
+            &outcomes[1],
+            Err(BatchError::Write { code: 66, .. })
+        ));
+        assert!(matches!(
+            &outcomes[2],
+            Err(BatchError::Write { code: 66, .. })
+        ));
+    }
+}

@@ -1,0 +1,93 @@
+//! The write batchers against the real MongoDB-wire server: each caller gets its own outcome.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use futures::future::join_all;
+use mongodb::bson::{Document, doc};
+use shared::mongo::batch::{BatchError, InsertBatcher, Inserted, Matched, UpdateBatcher};
+
+async fn database() -> mongodb::Database {
+    let config = common::test_config();
+    shared::mongo::connect(&config.mongo, "mongo-batch-test")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_inserts_each_learn_whether_they_were_new() {
+    let db = database().await;
+    let collection = db.collection::<Document>("batched_inserts");
+    let batcher = InsertBatcher::spawn(collection.clone(), 64);
+    // 200 writers at once, ids 0..100 twice: exactly one of each pair is new.
+    let writes = (0..200).map(|i| {
+        let batcher = batcher.clone();
+        async move {
+            let id = i % 100;
+            (id, batcher.insert(doc! { "_id": id, "n": i }).await)
+        }
+    });
+    let outcomes = join_all(writes).await;
+    let mut new = [0u32; 100];
+    for (id, outcome) in outcomes {
+        match outcome.unwrap() {
+            Inserted::New => new[usize::try_from(id).unwrap()] += 1,
+            Inserted::Duplicate => {}
+        }
+    }
+    assert!(
+        new.iter().all(|n| *n == 1),
+        "each id inserted once: {new:?}"
+    );
+    assert_eq!(collection.count_documents(doc! {}).await.unwrap(), 100);
+}
+
+#[tokio::test]
+async fn updates_keep_their_order_and_report_their_own_failure() {
+    let db = database().await;
+    let collection = db.collection::<Document>("batched_updates");
+    collection
+        .insert_many([
+            doc! { "_id": "a", "n": 0 },
+            doc! { "_id": "b", "s": "text" },
+        ])
+        .await
+        .unwrap();
+    let batcher = UpdateBatcher::spawn(db.clone(), "batched_updates", 64);
+    let increments = (0..50).map(|_| {
+        let batcher = batcher.clone();
+        async move {
+            batcher
+                .update_one(doc! { "_id": "a" }, doc! { "$inc": { "n": 1 } })
+                .await
+        }
+    });
+    for outcome in join_all(increments).await {
+        assert!(matches!(outcome, Ok(Matched(_))), "{outcome:?}");
+    }
+    let a = collection
+        .find_one(doc! { "_id": "a" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.get_i32("n").unwrap(), 50);
+
+    // $inc on a string fails that statement only (it is alone in its batch here).
+    let failed = batcher
+        .update_one(doc! { "_id": "b" }, doc! { "$inc": { "s": 1 } })
+        .await;
+    assert!(
+        matches!(failed, Err(BatchError::Write { .. })),
+        "{failed:?}"
+    );
+    let missing = batcher
+        .update_one(doc! { "_id": "nope" }, doc! { "$set": { "x": 1 } })
+        .await
+        .unwrap();
+    assert_eq!(missing, Matched(false));
+    let hit = batcher
+        .update_one(doc! { "_id": "a" }, doc! { "$set": { "x": 1 } })
+        .await
+        .unwrap();
+    assert_eq!(hit, Matched(true));
+}
