@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod lifecycle;
 pub mod mongo;
 pub mod redis;
+pub mod replay;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,14 +1,17 @@
 //! Kiln's `event-replay`: stores every event and replays stored events back into Kafka.
 //!
-//! Today it runs the event store (every event of every topic, once, in MongoDB); replay
-//! sessions come with the reliability work.
+//! Two components: the event store (every event of every topic, once, in MongoDB; replayed
+//! copies are not stored again) and the replay engine (runs the replay sessions the admin API
+//! creates; see [`replay`]).
 
+pub mod replay;
 mod store;
 
 use shared::app::{Components, ServiceContext};
 use shared::events::EventType;
 use shared::kafka::{ConsumerSettings, run_consumer};
 
+pub use replay::{ReplayEngine, SkipReplays};
 pub use store::{EVENTS_COLLECTION, EventStore};
 
 pub const SERVICE_NAME: &str = "event-replay";
@@ -22,6 +25,12 @@ pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
         EventStore::indexes(config.event_store.retention_days),
     )
     .await?;
+    shared::mongo::ensure_indexes(
+        &context.infra.mongo,
+        shared::replay::SESSIONS_COLLECTION,
+        ReplayEngine::session_indexes(),
+    )
+    .await?;
     let settings = ConsumerSettings::for_event_types(
         &config.services.event_replay.consumer_group,
         &config.kafka.topic_prefix,
@@ -32,9 +41,21 @@ pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
     let consumer = run_consumer(
         config.kafka.clone(),
         settings,
-        std::sync::Arc::new(EventStore::new(&context.infra.mongo)),
+        std::sync::Arc::new(SkipReplays(std::sync::Arc::new(EventStore::new(
+            &context.infra.mongo,
+        )))),
         context.infra.producer.clone(),
         context.lifecycle.shutdown_token(),
     );
-    Ok(Components::default().spawn("event-store", async move { Ok(consumer.await?) }))
+    let engine = ReplayEngine::new(
+        &context.infra.mongo,
+        context.infra.producer.clone(),
+        config.kafka.clone(),
+        &config.event_store,
+        format!("{SERVICE_NAME}-{}", uuid::Uuid::now_v7()),
+    );
+    let shutdown = context.lifecycle.shutdown_token();
+    Ok(Components::default()
+        .spawn("event-store", async move { Ok(consumer.await?) })
+        .spawn("replay-engine", engine.run(shutdown)))
 }

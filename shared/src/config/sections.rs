@@ -357,11 +357,23 @@ impl Default for MonitorConfig {
 pub struct EventStoreConfig {
     /// Stored events expire this long after they were stored (a TTL index).
     pub retention_days: u64,
+    /// An instance running a replay session holds it this long unless it renews the lease; a
+    /// crashed instance's session is taken over after this.
+    pub replay_lease_seconds: u64,
+    /// Replayed events published before the session's progress is saved.
+    pub replay_batch_size: u32,
+    /// How often an idle instance looks for a running session to claim.
+    pub replay_poll_interval_ms: u64,
 }
 
 impl Default for EventStoreConfig {
     fn default() -> Self {
-        Self { retention_days: 30 }
+        Self {
+            retention_days: 30,
+            replay_lease_seconds: 30,
+            replay_batch_size: 100,
+            replay_poll_interval_ms: 1_000,
+        }
     }
 }
 

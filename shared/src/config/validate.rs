@@ -225,6 +225,21 @@ impl Config {
             "must be at least 1",
         )?;
         ensure(
+            self.event_store.replay_lease_seconds >= 3,
+            "event_store.replay_lease_seconds",
+            "must be at least 3",
+        )?;
+        ensure(
+            (1..=10_000).contains(&self.event_store.replay_batch_size),
+            "event_store.replay_batch_size",
+            "must be 1-10000",
+        )?;
+        ensure(
+            (10..=60_000).contains(&self.event_store.replay_poll_interval_ms),
+            "event_store.replay_poll_interval_ms",
+            "must be 10-60000",
+        )?;
+        ensure(
             self.lifecycle.drain_timeout_seconds >= 1,
             "lifecycle.drain_timeout_seconds",
             "must be at least 1",

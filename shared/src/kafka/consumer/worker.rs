@@ -81,6 +81,12 @@ async fn settle<H: Handler>(
     message: &InboundMessage,
     stop: &CancellationToken,
 ) -> Settled {
+    // A replayed copy must not run a side effect a second time (a second sandbox for one
+    // execution) unless its session asked for it; see `docs/design/execution-pipeline.md`.
+    if crate::replay::skips_side_effects(message) {
+        count_consumed(shared, message, "replay_skipped");
+        return Settled::Done;
+    }
     let span = tracing::info_span!(
         "kafka.process",
         otel.name = format!("{} process", message.topic),
