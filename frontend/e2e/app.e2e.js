@@ -2,8 +2,6 @@
 // The web app in a real browser (headless Debian chromium via playwright-core) against a running
 // Kiln stack. Started by e2e/run.sh, which passes the URLs in the environment.
 import { mkdirSync } from 'node:fs';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -15,7 +13,6 @@ const STRICT = process.env.KILN_E2E_STRICT === '1';
 const TIMEOUT = 30_000;
 
 mkdirSync(SHOTS, { recursive: true });
-const profile = mkdtempSync(join(tmpdir(), 'kiln-e2e-chromium-'));
 
 const browser = await chromium.launch({
   executablePath: process.env.KILN_E2E_CHROMIUM ?? '/usr/bin/chromium',
@@ -28,8 +25,8 @@ const browser = await chromium.launch({
     '--disable-background-networking',
     '--disable-component-update',
     '--disable-sync',
-    `--user-data-dir=${profile}`,
   ],
+  // launch() always starts chromium with a new empty --user-data-dir of its own, removed on close.
 });
 const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
 await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
@@ -265,7 +262,6 @@ if (consoleErrors.length > 0 && !failed) {
 }
 
 await browser.close();
-rmSync(profile, { recursive: true, force: true });
 for (const [name, result] of results) console.log(`[e2e] ${name.padEnd(40)} ${result}`);
 console.log(`[e2e] screenshots: ${SHOTS}`);
 process.exit(failed ? 1 : 0);

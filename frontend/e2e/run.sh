@@ -41,7 +41,8 @@ npm run --silent build >/dev/null
 mkdir -p "$RESULTS/logs"
 id="$(python3 -c 'import uuid; print(uuid.uuid4().hex)')"
 prefix="sys${id}_"
-work_dir="$(mktemp -d "${TMPDIR:-/tmp}/kiln-e2e.XXXXXX")"
+# Created by k8s-worker with the modes its sandbox user needs (mktemp -d would be 0700).
+work_dir="${TMPDIR:-/tmp}/kiln-e2e-$id"
 export KILN__KAFKA__BOOTSTRAP_SERVERS="${KILN__KAFKA__BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
 export KILN__MONGO__URI="${KILN__MONGO__URI:-mongodb://127.0.0.1:27017}"
 export KILN__REDIS__URL="${KILN__REDIS__URL:-redis://127.0.0.1:6379}"

@@ -31,24 +31,24 @@ _test_step() {
 }
 
 _test_summary() {
-  local t0="$1" failed="$2" i all=(infra fmt clippy schemas build test) name seen
+  local t0="$1" failed="$2" i all=(infra fmt clippy schemas build frontend test e2e) name seen
   printf '\n%s\n' "$(bold "== kiln test summary ==")"
   for name in "${all[@]}"; do
     seen=0
     for i in "${!_TEST_NAMES[@]}"; do
       if [[ "${_TEST_NAMES[$i]}" == "$name" ]]; then
-        printf '  %-7s %-15s %s\n' "$name" "${_TEST_RESULTS[$i]}" "${_TEST_TIMES[$i]}"
+        printf '  %-8s %-15s %s\n' "$name" "${_TEST_RESULTS[$i]}" "${_TEST_TIMES[$i]}"
         seen=1
       fi
     done
-    ((seen)) || printf '  %-7s %s\n' "$name" "not run"
+    ((seen)) || printf '  %-8s %s\n' "$name" "not run"
   done
   printf '  total   %ss (infra is left running; ./deploy.sh down stops it)\n' "$(($(now_s) - t0))"
   if [[ -n "$failed" ]]; then
     printf '%sFAIL%s: step %s failed\n' "$_C_RED" "$_C_OFF" "$failed"
     return 1
   fi
-  printf '%sPASS%s: infra, fmt, clippy, schemas, build and test all passed\n' "$_C_GRN" "$_C_OFF"
+  printf '%sPASS%s: infra, fmt, clippy, schemas, build, frontend, test and e2e all passed\n' "$_C_GRN" "$_C_OFF"
 }
 
 # Topics left by earlier test runs (each test uses its own random prefix) slow the broker down;
@@ -59,6 +59,26 @@ _delete_test_topics() {
     log "deleting topics of earlier test runs"
     "$KILN_BIN_DIR/kafka-topics" --delete --topic "$pattern" >/dev/null 2>&1 || true
   fi
+}
+
+# The web app (frontend/): clean install from the lockfile, lint, type check, unit tests, build.
+_test_frontend() {
+  command -v npm >/dev/null 2>&1 || die "npm not found (Node.js 20+ is needed for frontend/)"
+  (
+    cd "$KILN_ROOT/frontend" &&
+      npm ci --no-audit --no-fund &&
+      npm run lint &&
+      npm run check &&
+      npm test &&
+      npm run build
+  )
+}
+
+# Browser tests against the binaries built above (frontend/e2e/run.sh starts and stops them);
+# installs Debian's chromium when missing. Screenshots: frontend/test-results/screenshots/.
+_test_e2e() {
+  [[ -x /usr/bin/chromium ]] || apt_install chromium
+  "$KILN_ROOT/frontend/e2e/run.sh"
 }
 
 # kiln_test TIMEOUT
@@ -83,8 +103,12 @@ kiln_test() {
     failed="schemas"
   elif ! _test_step build cargo build --workspace --bins; then
     failed="build"
+  elif ! _test_step frontend _test_frontend; then
+    failed="frontend"
   elif ! _test_step test cargo test "${KILN_CARGO_TEST_ARGS[@]}"; then
     failed="test"
+  elif ! _test_step e2e _test_e2e; then
+    failed="e2e"
   fi
   _test_summary "$t0" "$failed"
 }
