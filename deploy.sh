@@ -72,6 +72,9 @@ Commands:
   validate
         Schema validation of docker-compose.yaml (compose-go), every Kubernetes manifest
         (kustomize + kubernetes-validate --strict) and the Prometheus rules (promtool).
+  openapi [PATH]
+        Write the API's OpenAPI document (generated from the code by 'api --openapi'; no
+        infrastructure needed) to PATH (default docs/openapi.json).
   types
         Frontend API types from docs/openapi.json (cd frontend && npm run gen:api).
   test [--timeout N]
@@ -233,6 +236,15 @@ cmd_test() {
   kiln_test "$timeout"
 }
 
+cmd_openapi() {
+  local out="${1:-docs/openapi.json}"
+  [[ "$out" == /* ]] || out="$KILN_ROOT/$out"
+  mkdir -p "$(dirname "$out")"
+  (cd "$KILN_ROOT" && cargo run --quiet -p api --bin api -- --openapi) >"$out.tmp"
+  mv "$out.tmp" "$out"
+  ok "OpenAPI document written to $out"
+}
+
 main() {
   local cmd="${1:-help}"
   (($# > 0)) && shift
@@ -248,6 +260,7 @@ main() {
       ;;
     check) ensure_state_dirs && kiln_check ;;
     validate) ensure_state_dirs && kiln_validate ;;
+    openapi) cmd_openapi "$@" ;;
     types) kiln_types ;;
     test) cmd_test "$@" ;;
     kafka-topics) ensure_state_dirs && kafka_cli kafka-topics "$@" ;;

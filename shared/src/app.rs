@@ -197,6 +197,8 @@ where
     let server_stop = tokio_util::sync::CancellationToken::new();
     let server_stopped = server_stop.clone();
     let server = tokio::spawn(async move {
+        // The peer address lets the api tell clients apart (rate limits of anonymous routes).
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(server_stopped.cancelled_owned())
             .await

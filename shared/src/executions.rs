@@ -143,7 +143,7 @@ impl ExecutionDoc {
 }
 
 /// The public JSON of an execution (`GET /api/v1/executions/{id}` and the SSE `result` event).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutionView {
     pub execution_id: String,
     pub status: ExecutionStatus,
@@ -162,6 +162,7 @@ pub struct ExecutionView {
     pub finished_at: Option<DateTime<Utc>>,
     /// Agent executions only: the request and, once finished, the agent's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub agent: Option<crate::agents::AgentView>,
 }
 

@@ -10,6 +10,7 @@ pub mod health;
 pub mod kafka;
 pub mod lifecycle;
 pub mod mongo;
+pub mod notifications;
 pub mod redis;
 pub mod replay;
 pub mod telemetry;

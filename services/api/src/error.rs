@@ -19,14 +19,23 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: Cow<'static, str>,
+    /// Extra top-level members of the body, e.g. `locked_until` of `account_locked`.
+    /// Boxed: it is rarely set and every `Result<_, ApiError>` carries its size.
+    fields: Option<Box<serde_json::Map<String, serde_json::Value>>>,
     #[source]
     source: Option<BoxError>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
+/// The body of every error answer; some codes add members (documented with the code).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable, snake_case; clients branch on it.
+    code: &'static str,
+    /// For humans; may change.
+    message: Cow<'static, str>,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    fields: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -39,8 +48,17 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            fields: None,
             source: None,
         }
+    }
+
+    /// Adds `name` to the JSON body next to `code` and `message`.
+    pub fn with_field(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.fields
+            .get_or_insert_default()
+            .insert(name.to_owned(), value.into());
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
@@ -117,6 +135,7 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal_error",
             message: Cow::Borrowed("internal error"),
+            fields: None,
             source: Some(source.into()),
         }
     }
@@ -144,7 +163,8 @@ impl IntoResponse for ApiError {
         }
         let body = ErrorBody {
             code: self.code,
-            message: &self.message,
+            message: self.message,
+            fields: self.fields.map(|f| *f).unwrap_or_default(),
         };
         (self.status, Json(body)).into_response()
     }

@@ -9,16 +9,22 @@ pub mod error;
 pub mod executions;
 pub mod languages;
 mod middleware;
+pub mod openapi;
+pub mod pagination;
 pub mod runtimes;
+pub mod scripts;
+pub mod settings;
 pub mod setup;
 pub mod sse;
 pub mod state;
+pub mod web;
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use shared::app::{Components, ServiceContext};
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
 pub use state::AppState;
@@ -33,22 +39,45 @@ pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
     Ok(Components::default().with_routes(router(state)))
 }
 
-/// Every `/api/v1` route. The request timeout wraps all of them except the SSE stream, which
-/// is meant to stay open.
-pub fn router(state: AppState) -> Router {
-    let timeout = Duration::from_secs(state.api.request_timeout_seconds.max(1));
-    let bounded = Router::new()
+/// Routes that answer within the request timeout.
+fn bounded_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(auth::routes::routes())
         .merge(executions::routes::routes())
         .merge(runtimes::routes())
-        .layer(axum::middleware::from_fn_with_state(
-            timeout,
-            middleware::timeout,
-        ));
-    Router::new()
-        .merge(bounded)
+        .merge(scripts::routes())
+        .merge(settings::routes())
+}
+
+/// Server-Sent Event streams: meant to stay open, so no timeout.
+fn stream_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(sse::routes())
-        .fallback(middleware::not_found)
+}
+
+/// Every `/api/v1` route with its OpenAPI description, before any layer. [`router`] serves
+/// exactly these and [`openapi::document`] describes exactly these.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    openapi::base()
+        .merge(bounded_routes())
+        .merge(stream_routes())
+}
+
+/// Every `/api/v1` route, and the web app for every other path. The request timeout wraps
+/// all routes except the SSE streams.
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.api.request_timeout_seconds.max(1));
+    let bounded = bounded_routes().layer(axum::middleware::from_fn_with_state(
+        timeout,
+        middleware::timeout,
+    ));
+    let (routes, _) = openapi::base()
+        .merge(bounded)
+        .merge(stream_routes())
+        .split_for_parts();
+    let web = web::WebApp::new(&state.api.static_dir);
+    routes
+        .fallback(move |request: Request| async move { web.serve(request).await })
         .layer(DefaultBodyLimit::max(state.api.max_body_bytes))
         .with_state(state)
 }

@@ -1,4 +1,4 @@
-//! Request-wide limits: body size and the request timeout (not applied to SSE).
+//! Request-wide limits: the request timeout (not applied to SSE).
 
 use std::time::Duration;
 
@@ -19,9 +19,4 @@ pub(crate) async fn timeout(
         Ok(response) => response,
         Err(_) => ApiError::request_timeout().into_response(),
     }
-}
-
-/// Unknown routes answer in our error format too.
-pub(crate) async fn not_found() -> ApiError {
-    ApiError::not_found()
 }

@@ -1,35 +1,37 @@
 //! `GET /api/v1/runtimes`: what can be run and within which limits. Public: it reveals nothing
 //! about users, and the web app shows it before sign-in.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::executions::submit::MAX_STDIN_BYTES;
 use crate::state::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Runtimes {
     languages: Vec<LanguageView>,
     limits: LimitsView,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LanguageView {
     lang: String,
     default_version: String,
     versions: Vec<VersionView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct VersionView {
     version: String,
     file_name: String,
     example: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LimitsView {
     max_script_bytes: usize,
     max_stdin_bytes: usize,
@@ -40,10 +42,13 @@ struct LimitsView {
     max_priority: u8,
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/runtimes", get(runtimes))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(runtimes))
 }
 
+/// Public: the languages this host runs and the limits of a submission.
+#[utoipa::path(get, path = "/api/v1/runtimes", tag = "executions",
+    responses((status = 200, body = Runtimes)))]
 async fn runtimes(State(state): State<AppState>) -> Json<Runtimes> {
     let languages = state
         .languages

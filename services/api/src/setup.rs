@@ -21,6 +21,12 @@ pub async fn prepare(state: &AppState) -> Result<(), SetupError> {
     ensure_indexes(&state.db, USERS, users::user_indexes()).await?;
     ensure_indexes(&state.db, API_TOKENS, users::token_indexes()).await?;
     ensure_indexes(&state.db, EXECUTIONS_COLLECTION, store::indexes()).await?;
+    ensure_indexes(
+        &state.db,
+        crate::scripts::SCRIPTS,
+        crate::scripts::indexes(),
+    )
+    .await?;
     let defaults = [
         ("user", "DEFAULT_USER_PASSWORD", "user123", Role::User),
         ("admin", "ADMIN_USER_PASSWORD", "admin123", Role::Admin),

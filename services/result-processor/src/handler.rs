@@ -29,6 +29,8 @@ enum ProcessError {
     Missing(String),
     #[error("execution {0} is not terminal after its terminal update")]
     NotStored(String),
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 impl From<ProcessError> for HandlerError {
@@ -40,6 +42,7 @@ impl From<ProcessError> for HandlerError {
             ProcessError::Json(_) => "encode",
             ProcessError::Missing(_) => "execution_missing",
             ProcessError::NotStored(_) => "result_not_stored",
+            ProcessError::Notify(_) => "notification",
         };
         HandlerError::retryable(class, error)
     }

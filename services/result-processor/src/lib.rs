@@ -7,6 +7,7 @@
 
 pub mod handler;
 pub mod metrics;
+pub mod notify;
 pub mod store;
 pub mod stream;
 
@@ -45,6 +46,7 @@ pub struct Processor {
     pub store: ExecutionStore,
     pub stream: StreamWriter,
     pub producer: EventProducer,
+    pub notifier: notify::Notifier,
     /// The consumer loop's `kafka.retry.max_attempts`: after it, a message is dead-lettered.
     pub max_attempts: u32,
 }
@@ -58,8 +60,9 @@ impl Processor {
     ) -> Self {
         Self {
             store: ExecutionStore::new(db),
-            stream: StreamWriter::new(redis, config.redis.key_prefix.clone()),
+            stream: StreamWriter::new(redis.clone(), config.redis.key_prefix.clone()),
             producer,
+            notifier: notify::Notifier::new(db, redis, config.redis.key_prefix.clone()),
             max_attempts: config.kafka.retry.max_attempts,
         }
     }
@@ -88,6 +91,7 @@ impl Processor {
 
 /// Builds this service's components.
 pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
+    notify::Notifier::ensure_indexes(&context.infra.mongo).await?;
     let processor = Processor::new(
         &context.config,
         &context.infra.mongo,

@@ -5,6 +5,7 @@
 //! redacts them, so printing the configuration can never leak a password.
 
 mod kubernetes;
+mod rate_limit;
 mod agents;
 mod redact;
 mod sections;
@@ -17,6 +18,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use kubernetes::{KubernetesConfig, is_dns_label};
+pub use rate_limit::{Cidr, RateLimitConfig, RateRule};
 pub use agents::*;
 pub use redact::{redact_url, redacted, redacted_url};
 pub use sections::*;
@@ -56,6 +58,8 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
     #[serde(default)]

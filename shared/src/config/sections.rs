@@ -160,6 +160,11 @@ pub struct ApiConfig {
     pub idempotency_ttl_hours: u64,
     /// Secure cookies need HTTPS; off for the plain-HTTP local stack.
     pub secure_cookies: bool,
+    /// The built web app served at `/` (native mode); empty serves none.
+    pub static_dir: String,
+    /// Peers (CIDR blocks) whose `X-Forwarded-For` names the client; from anyone else the
+    /// header is ignored, so it cannot move a client to another rate-limit bucket.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -172,6 +177,8 @@ impl Default for ApiConfig {
             sse_heartbeat_seconds: 15,
             idempotency_ttl_hours: 24,
             secure_cookies: false,
+            static_dir: "frontend/dist".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -34,6 +34,7 @@ impl Config {
         self.validate_telemetry()?;
         self.validate_api_and_limits()?;
         self.validate_kubernetes()?;
+        self.validate_rate_limit()?;
         self.validate_agents()?;
         self.validate_services()
     }

@@ -1,32 +1,35 @@
 //! `/api/v1/auth/*`: register, login, logout, me, and personal API tokens.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use bson::doc;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::cookies::{self, CSRF_COOKIE, SESSION_COOKIE};
 use super::jwt::Claims;
 use super::users::{self, ApiTokenDoc, Role, UserDoc, UserView};
 use super::{CurrentUser, password, tokens, validate};
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiJson, is_duplicate_key};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/auth/register", post(register))
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/auth/me", get(me))
-        .route("/api/v1/auth/tokens", post(create_token).get(list_tokens))
-        .route("/api/v1/auth/tokens/{id}", delete(revoke_token))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterRequest {
     username: String,
@@ -34,6 +37,8 @@ struct RegisterRequest {
     password: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = UserView), (status = "4XX", body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RegisterRequest>,
@@ -70,20 +75,24 @@ async fn register(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
     username: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LoginResponse {
     user: UserView,
     /// Also in the `kiln_csrf` cookie; echo it in `X-CSRF-Token` on state-changing requests.
     csrf_token: String,
 }
 
+/// Sets the `kiln_session` (httpOnly) and `kiln_csrf` cookies. Too many failures lock the
+/// username: 423 `account_locked` with `locked_until`.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = "4XX", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<LoginRequest>,
@@ -140,6 +149,9 @@ pub(crate) async fn dummy_hash(state: &AppState) -> Result<String, ApiError> {
         .cloned()
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    security(("session" = []), ("bearer" = [])),
+    responses((status = 204), (status = "4XX", body = ErrorBody)))]
 async fn logout(State(state): State<AppState>, _user: CurrentUser) -> Response {
     let secure = state.api.secure_cookies;
     let mut headers = HeaderMap::new();
@@ -155,6 +167,9 @@ async fn logout(State(state): State<AppState>, _user: CurrentUser) -> Response {
     (StatusCode::NO_CONTENT, headers).into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
+    security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = UserView), (status = "4XX", body = ErrorBody)))]
 async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<UserView>, ApiError> {
     let doc = users::find_by_id(&state.db, &user.id)
         .await?
@@ -162,13 +177,13 @@ async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Use
     Ok(Json(UserView::from(&doc)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTokenRequest {
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CreatedToken {
     id: String,
     name: String,
@@ -177,7 +192,7 @@ struct CreatedToken {
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenView {
     id: String,
     name: String,
@@ -185,11 +200,14 @@ struct TokenView {
     last_used_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenList {
     items: Vec<TokenView>,
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/tokens", tag = "auth", request_body = CreateTokenRequest,
+    security(("session" = []), ("bearer" = [])),
+    responses((status = 201, body = CreatedToken), (status = "4XX", body = ErrorBody)))]
 async fn create_token(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -216,6 +234,9 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(get, path = "/api/v1/auth/tokens", tag = "auth",
+    security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = TokenList), (status = "4XX", body = ErrorBody)))]
 async fn list_tokens(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -239,6 +260,10 @@ async fn list_tokens(
     Ok(Json(TokenList { items }))
 }
 
+#[utoipa::path(delete, path = "/api/v1/auth/tokens/{id}", tag = "auth",
+    params(("id" = String, Path, description = "token id")),
+    security(("session" = []), ("bearer" = [])),
+    responses((status = 204), (status = "4XX", body = ErrorBody)))]
 async fn revoke_token(
     State(state): State<AppState>,
     user: CurrentUser,

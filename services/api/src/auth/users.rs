@@ -11,7 +11,7 @@ use crate::error::{ApiError, is_duplicate_key};
 pub const USERS: &str = "users";
 pub const API_TOKENS: &str = "api_tokens";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     User,
@@ -30,7 +30,7 @@ pub struct UserDoc {
 }
 
 /// A user as the API shows it (never the hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub username: String,

@@ -16,18 +16,23 @@ use crate::state::AppState;
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// queued, scheduled, running, completed, failed, timeout or cancelled
     status: Option<String>,
     lang: Option<String>,
+    /// 1-100, default 20
     limit: Option<String>,
+    /// `next_cursor` of the previous page
     cursor: Option<String>,
+    /// `true`: every user's executions (admins only)
     all: Option<String>,
 }
 
 /// An execution without its script and output.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     #[serde(rename(deserialize = "_id"))]
     pub execution_id: String,
@@ -43,14 +48,18 @@ pub struct Summary {
     #[serde(default)]
     pub error_type: Option<ErrorType>,
     #[serde(with = "bson_as_chrono")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: bson::DateTime,
     #[serde(default, with = "opt_bson_as_chrono")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<bson::DateTime>,
     #[serde(default, with = "opt_bson_as_chrono")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<bson::DateTime>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ExecutionPage)]
 pub struct Page {
     pub items: Vec<Summary>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
@@ -118,6 +127,10 @@ fn query(user: &CurrentUser, params: ListParams) -> Result<(Document, i64), ApiE
     Ok((filter, limit))
 }
 
+/// Newest first.
+#[utoipa::path(get, path = "/api/v1/executions", tag = "executions", params(ListParams),
+    security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Page), (status = "4XX", body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     user: CurrentUser,

@@ -1,25 +1,26 @@
 //! Routes for one execution: read and cancel, plus the router of the module.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use shared::events::{Event, EventMetadata, EventPayload, ExecutionCancelRequested};
 use shared::executions::{ExecutionDoc, ExecutionView};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::submit::Accepted;
 use super::{list, store, submit};
 use crate::auth::CurrentUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// Routes under the request timeout (the SSE route lives in `crate::sse`).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/execute", post(submit::submit))
-        .route("/api/v1/executions", get(list::list))
-        .route("/api/v1/executions/{id}", get(get_one))
-        .route("/api/v1/executions/{id}/cancel", post(cancel))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(submit::submit))
+        .routes(routes!(list::list))
+        .routes(routes!(get_one))
+        .routes(routes!(cancel))
 }
 
 /// The execution if `user` may see it; another user's execution is "not found", so ids of
@@ -35,6 +36,10 @@ pub async fn visible(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/executions/{id}", tag = "executions",
+    params(("id" = String, Path, description = "execution id")),
+    security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = ExecutionView), (status = "4XX", body = ErrorBody)))]
 async fn get_one(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -44,6 +49,11 @@ async fn get_one(
     Ok(Json(ExecutionView::from(&doc)))
 }
 
+/// 409 `already_finished` once the execution is terminal.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/cancel", tag = "executions",
+    params(("id" = String, Path, description = "execution id")),
+    security(("session" = []), ("bearer" = [])),
+    responses((status = 202, body = Accepted), (status = "4XX", body = ErrorBody)))]
 async fn cancel(
     State(state): State<AppState>,
     user: CurrentUser,

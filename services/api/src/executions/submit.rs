@@ -17,7 +17,7 @@ use crate::state::AppState;
 pub const MAX_STDIN_BYTES: usize = 1024 * 1024;
 const MAX_PRIORITY: i64 = 9;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     pub script: String,
@@ -33,7 +33,7 @@ pub struct SubmitRequest {
     pub priority: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub execution_id: String,
     pub status: ExecutionStatus,
@@ -141,6 +141,12 @@ fn existing(doc: &ExecutionDoc) -> (StatusCode, Json<Accepted>) {
     )
 }
 
+/// 202 for a new execution; 200 with the earlier one when `Idempotency-Key` repeats.
+#[utoipa::path(post, path = "/api/v1/execute", tag = "executions", request_body = SubmitRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe submission")),
+    security(("session" = []), ("bearer" = [])),
+    responses((status = 202, body = Accepted), (status = 200, body = Accepted),
+        (status = "4XX", body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
     user: CurrentUser,

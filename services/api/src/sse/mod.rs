@@ -8,18 +8,18 @@ mod tail;
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::sse::{KeepAlive, Sse};
-use axum::routing::get;
 use redis::AsyncConnectionConfig;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use limiter::{StreamLimiter, StreamSlot};
 
 use crate::auth::CurrentUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::executions::routes::visible;
 use crate::state::AppState;
 
@@ -27,8 +27,8 @@ use crate::state::AppState;
 /// from it is served from the start of the stream again, without a snapshot.
 pub const MONGO_RESULT_ID: &str = "mongo";
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/executions/{id}/events", get(events))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
 /// `Last-Event-ID`, as the stream id to read after; `None` starts with a snapshot.
@@ -52,6 +52,16 @@ fn resume_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(value.to_owned()))
 }
 
+/// `text/event-stream`. Events: `snapshot` (an [`ExecutionView`], id `0-0`, only without
+/// `Last-Event-ID`), `status` ({status, event_type, at}), `output` (an `ExecutionOutput`) and
+/// finally `result` (an `ExecutionView`), each with its stream id as `id`; comment heartbeats.
+/// Reconnect with `Last-Event-ID` to resume without a gap.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/events", tag = "executions",
+    params(("id" = String, Path, description = "execution id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
+    security(("session" = []), ("bearer" = [])),
+    responses((status = 200, content_type = "text/event-stream", body = String,
+        description = "the event stream"), (status = "4XX", body = ErrorBody)))]
 async fn events(
     State(state): State<AppState>,
     user: CurrentUser,

@@ -24,7 +24,13 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start() -> TestApp {
-        let config = shared::testing::test_config().expect("config loads");
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`TestApp::start`] with `adjust` applied to the test configuration first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = shared::testing::test_config().expect("config loads");
+        adjust(&mut config);
         let topics: Vec<String> = [
             EventType::ExecutionRequested,
             EventType::ExecutionCancelRequested,
@@ -44,7 +50,8 @@ impl TestApp {
         api::setup::prepare(&state).await.expect("setup");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+        let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
         TestApp {
             base: format!("http://{addr}"),
             config,

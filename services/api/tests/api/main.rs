@@ -11,4 +11,6 @@ mod common;
 
 mod auth;
 mod executions;
+mod openapi;
 mod sse;
+mod web;
