@@ -67,3 +67,11 @@ describe('helpers', () => {
     expect(languageForFile(languages, 'notes.txt')).toBeNull();
   });
 });
+
+describe('typed calls', () => {
+  it('fill encodes path parameters and refuses a missing one', async () => {
+    const { fill } = await import('../src/lib/api/typed');
+    expect(fill('/api/v1/executions/{id}/cancel', { id: 'a/b c' })).toBe('/api/v1/executions/a%2Fb%20c/cancel');
+    expect(() => fill('/api/v1/scripts/{id}', {})).toThrow('missing path parameter id');
+  });
+});

@@ -185,7 +185,7 @@ export class RunStore {
 
   private applyView(view: ExecutionView): void {
     this.applyTimes(view);
-    if (isTerminal(view.status)) this.mark(view.status, view.finished_at);
+    if (isTerminal(view.status)) this.mark(view.status, view.finished_at ?? null);
     this.result = view;
     this.cancelling = false;
     // Keep the interleaved live chunks when they are exactly the stored output; else show the stored one.
