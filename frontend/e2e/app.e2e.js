@@ -2,10 +2,42 @@
 // The web app in a real browser (headless Debian chromium via playwright-core) against a running
 // Kiln stack. Started by e2e/run.sh, which passes the URLs in the environment.
 import { mkdirSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const BASE = process.env.KILN_E2E_BASE_URL ?? 'http://127.0.0.1:8080';
+const TARGET = new URL(process.env.KILN_E2E_BASE_URL ?? 'http://127.0.0.1:8080');
+
+/**
+ * A TCP relay between the browser and the app, so the test can cut every open connection, as a
+ * network drop would (going offline in the browser does not end a stream already open).
+ */
+async function startRelay() {
+  const sockets = new Set();
+  const server = createServer((client) => {
+    const upstream = createConnection({ host: TARGET.hostname, port: Number(TARGET.port) });
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    /** Resets every open connection. */
+    cut: () => sockets.forEach((socket) => socket.resetAndDestroy()),
+    close: () => new Promise((resolve) => server.close(() => resolve(undefined))),
+  };
+}
+
+const relay = await startRelay();
+const BASE = relay.url;
 const RESULTS = process.env.KILN_E2E_RESULTS ?? 'test-results';
 const SHOTS = join(RESULTS, 'screenshots');
 /** KILN_E2E_STRICT=1: a page whose API is missing fails instead of being skipped. */
@@ -131,7 +163,7 @@ await step('run python hello', async () => {
   await shot('editor');
 });
 
-await step('live output arrives before the run ends', async () => {
+await step('live output, and resume after a dropped connection', async () => {
   await setScript('import time\nfor i in range(5):\n    print(f"tick {i}", flush=True)\n    time.sleep(0.8)\nprint("done")');
   await page.getByTestId('run').click();
   await output().filter({ hasText: 'tick 1' }).waitFor();
@@ -139,8 +171,15 @@ await step('live output arrives before the run ends', async () => {
   if ((await page.getByTestId('result').count()) !== 0) throw new Error('the result came before the live lines were checked');
   if (await page.getByTestId('cancel').isDisabled()) throw new Error('cancel is disabled while running');
   await shot('editor-live');
+  // Drop the connection mid-run: the stream reconnects with Last-Event-ID and goes on where it
+  // stopped, so every line is shown exactly once.
+  relay.cut();
+  await page.getByText('reconnecting…').waitFor();
   await output().filter({ hasText: 'done' }).waitFor();
   await page.getByTestId('result-status').filter({ hasText: 'completed' }).waitFor();
+  const text = await output().innerText();
+  const expected = 'tick 0\ntick 1\ntick 2\ntick 3\ntick 4\ndone';
+  if (text.trim() !== expected) throw new Error(`output after the reconnect: ${JSON.stringify(text)}`);
 });
 
 let cancelledId = '';
@@ -158,9 +197,13 @@ await step('find it in history and open it', async () => {
   await page.getByTestId('history-row').first().waitFor();
   await page.getByTestId('filter-status').selectOption('cancelled');
   await page.getByRole('button', { name: 'Apply' }).click();
+  // The unfiltered page lists the completed runs too; the filtered one only the cancelled run.
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('[data-testid="history-row"]')];
+    return rows.length === 1 && rows[0]?.getAttribute('data-status') === 'cancelled';
+  });
   const row = page.getByTestId('history-row').filter({ has: page.locator(`code[title="${cancelledId}"]`) });
   await row.waitFor();
-  if ((await page.getByTestId('history-row').count()) !== 1) throw new Error('the status filter let other runs through');
   await shot('history');
   await row.getByRole('link', { name: /Open run/ }).click();
   await page.getByTestId('execution-id').filter({ hasText: cancelledId }).waitFor();
@@ -262,6 +305,7 @@ if (consoleErrors.length > 0 && !failed) {
 }
 
 await browser.close();
+await relay.close();
 for (const [name, result] of results) console.log(`[e2e] ${name.padEnd(40)} ${result}`);
 console.log(`[e2e] screenshots: ${SHOTS}`);
 process.exit(failed ? 1 : 0);

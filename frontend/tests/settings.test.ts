@@ -41,3 +41,16 @@ describe('SettingsStore', () => {
     expect(resolveTheme('light', true)).toBe('light');
   });
 });
+
+describe('auto theme', () => {
+  it('follows a change of the system preference', () => {
+    const store = new SettingsStore({ settings: vi.fn(), saveSettings: vi.fn() });
+    store.value.theme = 'auto';
+    store.systemDark = false;
+    store.apply();
+    expect(document.documentElement.dataset.theme).toBe('light');
+    store.systemDark = true;
+    store.apply();
+    expect(document.documentElement.dataset.theme).toBe('dark');
+  });
+});

@@ -24,7 +24,9 @@ export class SettingsStore {
   loaded = $state(false);
   saving = $state(false);
   error = $state<string | null>(null);
-  effectiveTheme = $derived(resolveTheme(this.value.theme, prefersDark()));
+  /** The system's colour preference, updated by App when it changes. */
+  systemDark = $state(prefersDark());
+  effectiveTheme = $derived(resolveTheme(this.value.theme, this.systemDark));
 
   private api: Pick<typeof realApi, 'settings' | 'saveSettings'>;
 
@@ -68,7 +70,7 @@ export class SettingsStore {
 
   apply(): void {
     if (typeof document === 'undefined') return;
-    document.documentElement.dataset.theme = resolveTheme(this.value.theme, prefersDark());
+    document.documentElement.dataset.theme = this.effectiveTheme;
     localStorage.setItem(THEME_KEY, this.value.theme);
   }
 }
