@@ -182,6 +182,24 @@ await step('live output, and resume after a dropped connection', async () => {
   if (text.trim() !== expected) throw new Error(`output after the reconnect: ${JSON.stringify(text)}`);
 });
 
+await step('stdin, upload and download of a script file', async () => {
+  await page.getByTestId('upload').setInputFiles({
+    name: 'echo.py',
+    mimeType: 'text/x-python',
+    buffer: Buffer.from('name = input()\nprint(f"hi {name}")\n'),
+  });
+  await page.locator('.cm-content').filter({ hasText: 'name = input()' }).waitFor();
+  if ((await page.getByTestId('language').inputValue()) !== 'python') throw new Error('the upload did not pick python');
+  await page.getByText('Standard input').first().click();
+  await page.getByTestId('stdin').fill('kiln');
+  await page.getByTestId('run').click();
+  await output().filter({ hasText: 'hi kiln' }).waitFor();
+  await page.getByTestId('result-status').filter({ hasText: 'completed' }).waitFor();
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download' }).click()]);
+  if (download.suggestedFilename() !== 'echo.py') throw new Error(`downloaded as ${download.suggestedFilename()}`);
+  await page.getByTestId('stdin').fill('');
+});
+
 let cancelledId = '';
 await step('cancel a long run', async () => {
   await setScript('import time\nprint("started", flush=True)\ntime.sleep(60)');
