@@ -29,7 +29,7 @@ pub const EVENTS_REPLAYED_METRIC: &str = "kiln_replay_events_replayed_total";
 /// Metric: replay sessions by state (a gauge refreshed by event-replay).
 pub const SESSIONS_METRIC: &str = "kiln_replay_sessions";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplayState {
     Created,
@@ -67,7 +67,7 @@ impl ReplayState {
 }
 
 /// Where replayed messages go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplayTarget {
     /// Each event back to its own topic, keyed by its execution id.
@@ -77,12 +77,14 @@ pub enum ReplayTarget {
 }
 
 /// Which stored events a session replays; every given criterion must hold.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayFilter {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub execution_ids: Vec<String>,
+    /// Event type names from `docs/events.md`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
     pub event_types: Vec<EventType>,
     /// Events that occurred at or after this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,7 +158,7 @@ pub fn replay_order() -> Document {
 }
 
 /// The last event a session replayed; replay goes on after it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Position {
     pub occurred_at: DateTime<Utc>,
     pub event_id: String,
@@ -178,7 +180,7 @@ impl Position {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     pub replayed: u64,
     /// The number of matching events when the session was created.
@@ -189,16 +191,17 @@ pub struct Progress {
 
 /// Which event-replay instance runs a session, until when. Times are epoch milliseconds so the
 /// claim query can compare them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lease {
     pub owner: String,
     pub expires_at_ms: i64,
 }
 
-/// A replay session as stored in `replay_sessions` and shown by the admin API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A replay session as shown by the admin API; [`ReplaySession::to_document`] stores it in
+/// `replay_sessions`, where its id is `_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplaySession {
-    #[serde(rename = "_id")]
+    #[serde(rename(serialize = "id", deserialize = "_id"), alias = "id")]
     pub id: String,
     pub state: ReplayState,
     pub filter: ReplayFilter,
@@ -251,6 +254,17 @@ impl ReplaySession {
             error: None,
             lease: None,
         }
+    }
+}
+
+impl ReplaySession {
+    /// The document to insert into `replay_sessions`.
+    pub fn to_document(&self) -> Result<Document, bson::ser::Error> {
+        let mut document = bson::to_document(self)?;
+        if let Some(id) = document.remove("id") {
+            document.insert("_id", id);
+        }
+        Ok(document)
     }
 }
 
@@ -423,8 +437,13 @@ mod tests {
         assert_eq!(session.filter.until, Some(now));
         assert_eq!(session.state, ReplayState::Created);
         assert_eq!(session.progress.total, 3);
-        let stored = bson::to_document(&session).unwrap();
+        let stored = session.to_document().unwrap();
+        assert_eq!(stored.get_str("_id").unwrap(), session.id);
         let back: ReplaySession = bson::from_document(stored).unwrap();
         assert_eq!(back, session);
+        let shown = serde_json::to_value(&session).unwrap();
+        assert_eq!(shown["id"], session.id.as_str());
+        let read: ReplaySession = serde_json::from_value(shown).unwrap();
+        assert_eq!(read, session);
     }
 }

@@ -4,6 +4,7 @@
 //! `shared::app`; this crate contributes the `/api/v1` routes. Tests build the same router with
 //! [`AppState::new`] and [`router`].
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod executions;
@@ -11,6 +12,7 @@ pub mod languages;
 mod middleware;
 pub mod openapi;
 pub mod pagination;
+pub mod providers;
 pub mod runtimes;
 pub mod scripts;
 pub mod settings;
@@ -45,14 +47,17 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .merge(auth::routes::routes())
         .merge(executions::routes::routes())
         .merge(runtimes::routes())
+        .merge(providers::routes())
         .merge(scripts::routes())
         .merge(settings::routes())
+        .merge(admin::replay::routes())
 }
 
 /// Server-Sent Event streams: meant to stay open, so no timeout.
 fn stream_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(sse::routes())
+        .merge(admin::replay::stream_routes())
 }
 
 /// Every `/api/v1` route with its OpenAPI description, before any layer. [`router`] serves

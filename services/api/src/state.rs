@@ -42,6 +42,8 @@ pub struct Inner {
     /// must not block the shared one.
     pub redis_client: redis::Client,
     pub languages: LanguageRegistry,
+    /// Coding agent providers (`kind: "agent"`).
+    pub providers: crate::executions::agent::Providers,
     pub jwt: JwtKey,
     pub streams: StreamLimiter,
     pub token_cache: crate::auth::token_cache::TokenCache,
@@ -88,6 +90,7 @@ impl AppState {
             redis,
             redis_client,
             languages: LanguageRegistry::from_config(&config.runtime.languages),
+            providers: crate::executions::agent::Providers::new(&config.agents),
             jwt: JwtKey::new(secret.as_bytes()).map_err(|_| StateError::JwtKey)?,
             streams: StreamLimiter::new(MAX_STREAMS_PER_USER),
             token_cache: crate::auth::token_cache::TokenCache::default(),

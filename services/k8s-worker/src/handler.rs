@@ -42,6 +42,7 @@ impl<R: ExecutorRuntime> Worker<R> {
                 correlation_id: event.correlation_id,
                 causation_id: event.event_id,
             },
+            agent: request.agent.clone(),
         };
         match self.runtime.create(&spec).await {
             Ok(executor) => {

@@ -27,9 +27,13 @@ pub const SERVICE_NAME: &str = "k8s-worker";
 pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
     let config = &context.config;
     let runtime = match config.runtime.kind {
-        RuntimeKind::Local => LocalRuntime::new(&config.runtime)
-            .await
-            .context("starting the local sandbox runtime")?,
+        RuntimeKind::Local => {
+            let base = std::env::current_dir().context("reading the current directory")?;
+            LocalRuntime::new(&config.runtime)
+                .await
+                .context("starting the local sandbox runtime")?
+                .with_agents(local::Agents::new(&config.agents, &base))
+        }
         RuntimeKind::Kubernetes => {
             anyhow::bail!("runtime.kind = kubernetes is not implemented yet")
         }

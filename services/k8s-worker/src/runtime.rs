@@ -16,6 +16,8 @@ pub struct ExecutorSpec {
     pub stdin: Option<String>,
     pub limits: ExecutionLimits,
     pub meta: ExecutorMeta,
+    /// Agent executions: provider, prompt and workspace (`script` is then empty).
+    pub agent: Option<shared::agents::AgentRequest>,
 }
 
 /// The create command's place in its flow, so the executor's events (published by pod-monitor)

@@ -26,6 +26,15 @@ impl CurrentUser {
         self.role == Role::Admin
     }
 
+    /// For admin-only routes: everyone else gets 403 `forbidden`.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this needs the admin role"))
+        }
+    }
+
     /// Whether this user may see a resource owned by `owner_id`.
     pub fn can_access(&self, owner_id: &str) -> bool {
         self.is_admin() || self.id == owner_id

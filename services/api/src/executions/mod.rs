@@ -2,6 +2,8 @@
 //! The api inserts `executions` documents and reads them; result-processor owns every later
 //! update (see `docs/design/execution-pipeline.md`).
 
+pub mod agent;
+pub mod history;
 pub mod idempotency;
 pub mod list;
 pub mod routes;

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::submit::Accepted;
-use super::{list, store, submit};
+use super::{history, list, store, submit};
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -21,6 +21,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list::list))
         .routes(routes!(get_one))
         .routes(routes!(cancel))
+        .routes(routes!(history::history))
 }
 
 /// The execution if `user` may see it; another user's execution is "not found", so ids of

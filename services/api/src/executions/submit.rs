@@ -151,10 +151,13 @@ pub async fn submit(
     State(state): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<SubmitRequest>,
+    ApiJson(body): ApiJson<super::agent::SubmitBody>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let key = idempotency::from_headers(&headers)?;
-    let Valid { request } = validate(&state, request)?;
+    let request = match body {
+        super::agent::SubmitBody::Script(request) => validate(&state, request)?.request,
+        super::agent::SubmitBody::Agent(request) => super::agent::validate(&state, request)?,
+    };
 
     if let Some(key) = &key
         && let Some(found) = store::find_by_key(&state.db, &user.id, key).await?
@@ -169,6 +172,9 @@ pub async fn submit(
         store::release_key(&state.db, &found.id, key).await?;
     }
 
+    if let Some(agent) = &request.agent {
+        super::agent::reserve_daily_budget(&state, &user.id, agent).await?;
+    }
     let (id, created_at) = new_id();
     let doc = ExecutionDoc::queued(
         id.clone(),

@@ -12,5 +12,6 @@ mod common;
 mod auth;
 mod executions;
 mod openapi;
+mod replay;
 mod sse;
 mod web;

@@ -98,7 +98,11 @@ impl Env {
             Utc::now(),
         );
         session.state = ReplayState::Running;
-        self.sessions().insert_one(&session).await.unwrap();
+        self.db
+            .collection::<mongodb::bson::Document>(SESSIONS_COLLECTION)
+            .insert_one(session.to_document().unwrap())
+            .await
+            .unwrap();
         session
     }
 

@@ -6,7 +6,10 @@
 //! as started. The runner is its own process-group leader and is not killed with the worker, so
 //! executions survive a worker restart.
 
+mod agent;
 mod sandbox;
+
+use std::collections::BTreeMap;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +27,8 @@ use crate::languages::Languages;
 use crate::runtime::{
     ExecutorRuntime, ExecutorSpec, RuntimeError, executor_name, validate_execution_id,
 };
-use sandbox::{SANDBOX_GID, SANDBOX_UID, Sandbox, program_env};
+pub use agent::Agents;
+use sandbox::{Extras, SANDBOX_GID, SANDBOX_UID, Sandbox, program_env};
 
 /// Between SIGTERM and SIGKILL when the runner stops a program.
 const KILL_GRACE_MS: u64 = 100;
@@ -42,6 +46,7 @@ pub struct LocalRuntime {
     runner: PathBuf,
     languages: Languages,
     sandbox: Sandbox,
+    agents: Agents,
 }
 
 impl LocalRuntime {
@@ -95,7 +100,14 @@ impl LocalRuntime {
             runner,
             languages,
             sandbox,
+            agents: Agents::default(),
         })
+    }
+
+    /// Offers agent executions with these providers (none by default).
+    pub fn with_agents(mut self, agents: Agents) -> LocalRuntime {
+        self.agents = agents;
+        self
     }
 
     pub fn languages(&self) -> &Languages {
@@ -117,13 +129,21 @@ impl LocalRuntime {
 
     /// Writes the whole state directory under a staging name, then renames it into place.
     fn prepare(&self, spec: &ExecutorSpec, dir: &Path) -> Result<(), RuntimeError> {
-        let language = self
-            .languages
-            .get(&spec.lang, &spec.lang_version)
-            .ok_or_else(|| RuntimeError::UnknownLanguage {
-                lang: spec.lang.clone(),
-                version: spec.lang_version.clone(),
-            })?;
+        let agent = match &spec.agent {
+            Some(request) => Some((request, self.agents.program(request)?)),
+            None => None,
+        };
+        let language = match agent {
+            Some(_) => None,
+            None => Some(
+                self.languages
+                    .get(&spec.lang, &spec.lang_version)
+                    .ok_or_else(|| RuntimeError::UnknownLanguage {
+                        lang: spec.lang.clone(),
+                        version: spec.lang_version.clone(),
+                    })?,
+            ),
+        };
         let staging = self.staging_root.join(&spec.execution_id);
         let io = |what: &str, path: &Path| RuntimeError::io(format!("{what} {}", path.display()));
         if staging.exists() {
@@ -138,30 +158,52 @@ impl LocalRuntime {
         std::os::unix::fs::chown(&work, Some(SANDBOX_UID), Some(SANDBOX_GID))
             .map_err(io("chown", &work))?;
         set_mode(&work, 0o700)?;
-        let script = work.join(&language.file_name);
-        std::fs::write(&script, &spec.script).map_err(io("writing", &script))?;
-        std::os::unix::fs::chown(&script, Some(SANDBOX_UID), Some(SANDBOX_GID))
-            .map_err(io("chown", &script))?;
+        if let Some(language) = language {
+            let script = work.join(&language.file_name);
+            std::fs::write(&script, &spec.script).map_err(io("writing", &script))?;
+            std::os::unix::fs::chown(&script, Some(SANDBOX_UID), Some(SANDBOX_GID))
+                .map_err(io("chown", &script))?;
+        }
+        if let Some((request, _)) = &agent {
+            agent::write_workspace(&work, request, self.agents.max_file_bytes())?;
+        }
         if let Some(stdin) = &spec.stdin {
             std::fs::write(paths.stdin(), stdin).map_err(io("writing", &paths.stdin()))?;
         }
 
         let final_paths = StatePaths::new(dir);
-        let command: Vec<String> = language
-            .command
-            .iter()
-            .map(|arg| arg.replace("{file}", &language.file_name))
-            .collect();
+        let (command, env, extras, watch) = match (agent, language) {
+            (Some((_, program)), _) => {
+                let (argv, ro_binds) = Agents::command(&program, |p| self.sandbox.hides(p));
+                let extras = Extras {
+                    share_net: program.network,
+                    inherit_env: true,
+                    ro_binds,
+                };
+                (argv, program.env, extras, Some(program.watch))
+            }
+            (None, Some(language)) => {
+                let command = language
+                    .command
+                    .iter()
+                    .map(|arg| arg.replace("{file}", &language.file_name))
+                    .collect();
+                (command, program_env(&language.env), Extras::default(), None)
+            }
+            (None, None) => return Err(RuntimeError::Invalid("nothing to run".into())),
+        };
         let limits = &spec.limits;
+        let setenv = if extras.inherit_env {
+            BTreeMap::new()
+        } else {
+            env.clone()
+        };
         let runner_spec = RunnerSpec {
             execution_id: spec.execution_id.clone(),
-            argv: self.sandbox.argv(
-                &final_paths.work(),
-                &program_env(&language.env),
-                limits,
-                &command,
-            ),
-            env: program_env(&language.env),
+            argv: self
+                .sandbox
+                .argv(&final_paths.work(), &setenv, limits, &command, &extras),
+            env,
             stdin_path: spec.stdin.as_ref().map(|_| final_paths.stdin()),
             cwd: final_paths.work(),
             run_as: Some(RunAs {
@@ -176,6 +218,7 @@ impl LocalRuntime {
                 memory_bytes: Some(limits.memory_mb.saturating_mul(1024 * 1024)),
                 pids_max: Some(limits.max_processes.saturating_add(WRAPPER_TASKS)),
             }),
+            agent: watch,
         };
         write_json(&paths.spec(), &runner_spec)?;
         let meta = shared::executions::ExecutorMeta {
@@ -190,7 +233,12 @@ impl LocalRuntime {
     }
 
     /// Starts the runner detached (its own process group) and records its pid.
-    async fn start_runner(&self, dir: &Path) -> Result<(), RuntimeError> {
+    /// `secrets` become the runner's environment only (it passes them to the agent).
+    async fn start_runner(
+        &self,
+        dir: &Path,
+        secrets: &[(String, String)],
+    ) -> Result<(), RuntimeError> {
         let paths = StatePaths::new(dir);
         let log_path = dir.join(RUNNER_LOG_FILE);
         let log = std::fs::File::create(&log_path)
@@ -201,6 +249,7 @@ impl LocalRuntime {
         let mut child = tokio::process::Command::new(&self.runner)
             .arg(dir)
             .env_clear()
+            .envs(secrets.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(log)
@@ -256,7 +305,11 @@ impl ExecutorRuntime for LocalRuntime {
         if settled.iter().any(|p| p.exists()) {
             return Ok(executor);
         }
-        self.start_runner(&dir).await?;
+        let secrets = match &spec.agent {
+            Some(request) => self.agents.secrets(&request.provider)?,
+            None => Vec::new(),
+        };
+        self.start_runner(&dir, &secrets).await?;
         Ok(executor)
     }
 

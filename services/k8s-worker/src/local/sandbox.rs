@@ -38,6 +38,18 @@ const HIDDEN: [&str; 12] = [
 const PRLIMIT: &str = "/usr/bin/prlimit";
 const OPEN_FILES: u32 = 256;
 
+/// What an agent's sandbox adds to a script's.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extras {
+    /// Keep the host's network (the provider's config asked for it).
+    pub(crate) share_net: bool,
+    /// Keep the environment bwrap is started with (the runner's: the spec's env plus secrets)
+    /// instead of `--setenv`, so secrets never appear on a command line.
+    pub(crate) inherit_env: bool,
+    /// `(host, inside)` read-only binds, e.g. a provider binary from a hidden directory.
+    pub(crate) ro_binds: Vec<(String, String)>,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Sandbox {
     bwrap: PathBuf,
@@ -82,6 +94,12 @@ impl Sandbox {
         self.work_mount
     }
 
+    /// Whether `path` lies in a directory the sandbox hides.
+    pub(crate) fn hides(&self, path: &Path) -> bool {
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        self.masks.iter().any(|mask| path.starts_with(mask))
+    }
+
     /// The full argv: bwrap, then prlimit, then the program. `command` is the language's argv
     /// with `{file}` already substituted.
     pub(crate) fn argv(
@@ -90,6 +108,7 @@ impl Sandbox {
         env: &BTreeMap<String, String>,
         limits: &ExecutionLimits,
         command: &[String],
+        extras: &Extras,
     ) -> Vec<String> {
         let mut argv: Vec<String> = [
             &self.bwrap.to_string_lossy(),
@@ -105,7 +124,6 @@ impl Sandbox {
             "--new-session",     // no TIOCSTI into a terminal
             "--cap-drop",
             "ALL",
-            "--clearenv",
             "--ro-bind",
             "/",
             "/",
@@ -119,9 +137,18 @@ impl Sandbox {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        if !extras.inherit_env {
+            argv.push("--clearenv".into());
+        }
+        if extras.share_net {
+            argv.push("--share-net".into());
+        }
         for mask in &self.masks {
             let mask = mask.to_string_lossy().into_owned();
             argv.extend(["--tmpfs".into(), mask.clone(), "--remount-ro".into(), mask]);
+        }
+        for (host, inside) in &extras.ro_binds {
+            argv.extend(["--ro-bind".into(), host.clone(), inside.clone()]);
         }
         // Last, so it lands on top of any mask above it (the repository may contain /work).
         argv.extend([
@@ -158,7 +185,13 @@ impl Sandbox {
             max_output_bytes: 1024,
             max_file_bytes: 1024,
         };
-        let argv = self.argv(work, &BTreeMap::new(), &limits, &["/bin/true".into()]);
+        let argv = self.argv(
+            work,
+            &BTreeMap::new(),
+            &limits,
+            &["/bin/true".into()],
+            &Extras::default(),
+        );
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| RuntimeError::Unavailable("empty argv".into()))?;

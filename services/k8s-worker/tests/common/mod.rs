@@ -72,7 +72,9 @@ pub fn spec(lang: &str, script: &str) -> ExecutorSpec {
             user_id: Some("user-1".into()),
             correlation_id: Uuid::now_v7(),
             causation_id: Uuid::now_v7(),
+            traceparent: None,
         },
+        agent: None,
     }
 }
 

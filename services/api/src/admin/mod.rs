@@ -1,0 +1,3 @@
+//! `/api/v1/admin/*`: administration routes; each requires the admin role.
+
+pub mod replay;
