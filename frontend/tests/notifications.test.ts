@@ -60,7 +60,7 @@ describe('NotificationStore', () => {
     expect(store.unread).toBe(0);
     api.notifications.mockResolvedValueOnce({ items: [note('n1', true), note('n0')], next_cursor: null, unread_count: 1 });
     await store.more();
-    expect(api.notifications).toHaveBeenLastCalledWith({ limit: 20, cursor: 'c1' });
+    expect(api.notifications).toHaveBeenLastCalledWith({ limit: '20', cursor: 'c1' });
     expect(store.items.map((n) => n.id)).toEqual(['n1', 'n0']);
     await store.markAllRead();
     expect(store.items.every((n) => n.read)).toBe(true);

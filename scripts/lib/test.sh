@@ -75,10 +75,11 @@ _test_frontend() {
 }
 
 # Browser tests against the binaries built above (frontend/e2e/run.sh starts and stops them);
-# installs Debian's chromium when missing. Screenshots: frontend/test-results/screenshots/.
+# installs Debian's chromium when missing. Strict: a page whose API route is missing fails.
+# Screenshots: frontend/test-results/screenshots/.
 _test_e2e() {
   [[ -x /usr/bin/chromium ]] || apt_install chromium
-  "$KILN_ROOT/frontend/e2e/run.sh"
+  KILN_E2E_STRICT=1 "$KILN_ROOT/frontend/e2e/run.sh"
 }
 
 # kiln_test TIMEOUT

@@ -1,8 +1,6 @@
-// Calls of the Kiln HTTP API (docs/api.md). Those the OpenAPI document describes are typed from
-// it (./typed.ts); notifications are typed by hand until the document has them.
-import { request, type Query } from './client';
+// Calls of the Kiln HTTP API (docs/api.md), typed by path and method from its OpenAPI document
+// (./typed.ts). SSE streams are read by ../sse.ts from the URLs given here.
 import { call, type QueryOf, type RequestBody } from './typed';
-import type { Notification, NotificationPage, Script, ScriptPage } from './types';
 
 const V1 = '/api/v1';
 
@@ -19,11 +17,8 @@ export const api = {
   executions: (query: QueryOf<'/api/v1/executions', 'get'>) => call('get', '/api/v1/executions', { query }),
   executionEventsUrl: (id: string) => `${V1}/executions/${encodeURIComponent(id)}/events`,
 
-  // Typed by hand: the document gives these two the operationIds of the executions' list and
-  // get_one, so the generated types mix them up (see the report on docs/openapi.json).
-  scripts: (query: { cursor?: string | null; limit?: string } = {}) =>
-    request<ScriptPage>('GET', `${V1}/scripts`, undefined, query as Query),
-  script: (id: string) => request<Script>('GET', `${V1}/scripts/${encodeURIComponent(id)}`),
+  scripts: (query: QueryOf<'/api/v1/scripts', 'get'> = {}) => call('get', '/api/v1/scripts', { query }),
+  script: (id: string) => call('get', '/api/v1/scripts/{id}', { params: { id } }),
   createScript: (body: RequestBody<'/api/v1/scripts', 'post'>) => call('post', '/api/v1/scripts', { body }),
   /** Any subset of the fields. */
   updateScript: (id: string, body: RequestBody<'/api/v1/scripts/{id}', 'put'>) =>
@@ -33,10 +28,9 @@ export const api = {
   settings: () => call('get', '/api/v1/settings'),
   saveSettings: (body: RequestBody<'/api/v1/settings', 'put'>) => call('put', '/api/v1/settings', { body }),
 
-  notifications: (query: { unread_only?: boolean; cursor?: string | null; limit?: number } = {}) =>
-    request<NotificationPage>('GET', `${V1}/notifications`, undefined, query as Query),
-  markRead: (id: string) => request<Notification | undefined>('POST', `${V1}/notifications/${encodeURIComponent(id)}/read`),
-  markAllRead: () => request<void>('POST', `${V1}/notifications/read-all`),
-  deleteNotification: (id: string) => request<void>('DELETE', `${V1}/notifications/${encodeURIComponent(id)}`),
+  notifications: (query: QueryOf<'/api/v1/notifications', 'get'> = {}) => call('get', '/api/v1/notifications', { query }),
+  markRead: (id: string) => call('post', '/api/v1/notifications/{id}/read', { params: { id } }),
+  markAllRead: () => call('post', '/api/v1/notifications/read-all'),
+  deleteNotification: (id: string) => call('delete', '/api/v1/notifications/{id}', { params: { id } }),
   notificationStreamUrl: () => `${V1}/notifications/stream`,
 };

@@ -1,7 +1,7 @@
 // The notification bell: a page of notifications, the unread count, and live ones over SSE.
 import { api as realApi } from '../api';
 import { ApiError } from '../api/client';
-import type { Notification } from '../api/types';
+import type { Notification, UnreadCount } from '../api/types';
 import { openStream as realOpenStream, type SseEvent, type StreamHandle, type StreamOptions } from '../sse';
 
 type Api = Pick<typeof realApi, 'notifications' | 'markRead' | 'markAllRead' | 'deleteNotification' | 'notificationStreamUrl'>;
@@ -24,10 +24,10 @@ export class NotificationStore {
 
   async load(): Promise<void> {
     try {
-      const page = await this.api.notifications({ limit: 20 });
+      const page = await this.api.notifications({ limit: '20' });
       this.items = page.items;
       this.unread = page.unread_count;
-      this.nextCursor = page.next_cursor;
+      this.nextCursor = page.next_cursor ?? null;
       this.error = null;
     } catch (error) {
       this.error = error instanceof ApiError ? error.describe() : String(error);
@@ -36,10 +36,10 @@ export class NotificationStore {
 
   async more(): Promise<void> {
     if (!this.nextCursor) return;
-    const page = await this.api.notifications({ limit: 20, cursor: this.nextCursor });
+    const page = await this.api.notifications({ limit: '20', cursor: this.nextCursor });
     const fresh = page.items.filter((n) => !this.items.some((known) => known.id === n.id));
     this.items.push(...fresh);
-    this.nextCursor = page.next_cursor;
+    this.nextCursor = page.next_cursor ?? null;
     this.unread = page.unread_count;
   }
 
@@ -66,7 +66,7 @@ export class NotificationStore {
       return;
     }
     if (event.event === 'unread') {
-      this.unread = (data as { count: number }).count;
+      this.unread = (data as UnreadCount).count;
     } else if (event.event === 'notification') {
       const notification = data as Notification;
       if (this.items.some((n) => n.id === notification.id)) return;
