@@ -173,6 +173,10 @@ impl ResultHandler {
             // Counted here, once per stored result (a redelivered event finds it published).
             ::metrics::counter!(metrics::RESULTS_STORED, "status" => status_name(status), "lang" => doc.lang.clone())
                 .increment(1);
+            if let Some(report) = &doc.agent_result {
+                // The provider is the agent execution's `lang_version`.
+                shared::agents::record_usage(&doc.lang_version, report);
+            }
             if let Some(finished) = doc.finished_at {
                 let ms = finished.timestamp_millis() - doc.created_at.timestamp_millis();
                 ::metrics::histogram!(metrics::END_TO_END_LATENCY)

@@ -108,5 +108,8 @@ fn outcome_fields(set: &mut Document, outcome: &ExecutionOutcome) -> Result<(), 
     set.insert("stderr_truncated", outcome.stderr_truncated);
     set.insert("exit_code", outcome.exit_code);
     set.insert("resource_usage", bson::to_bson(&outcome.resource_usage)?);
+    if let Some(agent) = &outcome.agent {
+        set.insert("agent_result", bson::to_bson(agent)?);
+    }
     Ok(())
 }
