@@ -19,6 +19,9 @@ pub fn saga_event(saga_id: &str, flow: &Flow, cause: Option<Uuid>, payload: Even
     if let Ok(correlation) = Uuid::parse_str(&flow.correlation_id) {
         event.correlation_id = correlation;
     }
+    if event.metadata.traceparent.is_none() {
+        event.metadata.traceparent = flow.traceparent.clone();
+    }
     event.causation_id = cause;
     event
 }
@@ -29,6 +32,7 @@ pub fn flow_of(event: &Event) -> Flow {
         correlation_id: event.correlation_id.to_string(),
         request_event_id: None,
         user_id: event.metadata.user_id.clone(),
+        traceparent: event.metadata.traceparent.clone(),
     }
 }
 

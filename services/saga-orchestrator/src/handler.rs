@@ -127,6 +127,12 @@ impl SagaHandler {
                     updated_at: DateTime::now(),
                 };
                 if self.saga.store.insert(&saga).await? {
+                    self.saga.queue.push(crate::queue::Queued {
+                        id: saga.id,
+                        user_id: saga.user_id.unwrap_or_default(),
+                        priority: saga.priority,
+                        enqueued_at: saga.enqueued_at.map_or(0, |at| at.timestamp_millis()),
+                    });
                     return Ok(Some(vec![queued]));
                 }
             }

@@ -14,6 +14,7 @@ pub mod handler;
 pub mod lease;
 pub mod metrics;
 pub mod outbox;
+pub mod queue;
 pub mod scheduler;
 pub mod store;
 pub mod sweeper;
@@ -30,6 +31,7 @@ use shared::kafka::{ConsumerSettings, EventProducer, run_consumer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::queue::ReadyQueue;
 use crate::store::SagaStore;
 
 pub const SERVICE_NAME: &str = "saga-orchestrator";
@@ -79,6 +81,8 @@ pub struct Orchestrator {
     pub settings: Settings,
     /// Wakes the scheduler when a saga was queued or released a slot.
     pub wake: Arc<Notify>,
+    /// Queued sagas in scheduling order (see [`queue`]).
+    pub queue: Arc<ReadyQueue>,
 }
 
 impl Orchestrator {
@@ -89,6 +93,7 @@ impl Orchestrator {
             db,
             settings,
             wake: Arc::new(Notify::new()),
+            queue: Arc::new(ReadyQueue::default()),
         }
     }
 

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use shared::events::Event;
 use shared::kafka::{EventProducer, KafkaError};
 
-use crate::store::{SagaDoc, SagaStore, StoreError};
+use crate::store::{PendingOutbox, SagaStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -47,10 +47,10 @@ pub async fn publish(
 }
 
 /// Publishes the outbox of a saga as stored (the re-publish path).
-pub async fn flush_doc(
+pub async fn flush_pending(
     store: &SagaStore,
     producer: &EventProducer,
-    saga: &SagaDoc,
+    saga: &PendingOutbox,
 ) -> Result<(), OutboxError> {
     let mut events = Vec::with_capacity(saga.outbox.len());
     let mut undecodable = Vec::new();

@@ -2,7 +2,8 @@
 //!
 //! A pass takes queued sagas by priority (desc), then FIFO (`enqueued_at`, then `_id`), skipping
 //! users at `limits.per_user_concurrency`, while fewer than `limits.global_concurrency` sagas
-//! hold a slot. Each is moved with a conditional update `queued → scheduled` that also writes
+//! hold a slot. The order comes from the in-memory [`crate::queue`], re-read from MongoDB every
+//! [`QUEUE_READ_EVERY`] and on taking the lease. Each is moved with a conditional update `queued → scheduled` that also writes
 //! its events to the outbox, and the outbox is published right after.
 //!
 //! Why state first, publish after: the slot must be taken before an executor can exist, or the
@@ -12,7 +13,6 @@
 
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
 use mongodb::bson::DateTime;
 use shared::events::{CreatePodCommand, Event, EventPayload, ExecutionScheduled};
 use tokio_util::sync::CancellationToken;
@@ -28,13 +28,13 @@ const STALE_OUTBOX: Duration = Duration::from_secs(2);
 /// Passes woken by events start at most this often: a burst of finished and queued executions
 /// is served by one pass rather than one pass (and its queries) each.
 const MIN_PASS_GAP: Duration = Duration::from_millis(10);
-/// The queue-depth gauge costs a count over the queue; it is refreshed at most this often.
-const QUEUE_DEPTH_EVERY: Duration = Duration::from_secs(1);
+/// How often the leader re-reads the queue from MongoDB, for sagas other replicas created.
+pub const QUEUE_READ_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Scheduler {
     saga: Orchestrator,
     lease: Lease,
-    depth_measured_at: std::sync::Mutex<Option<Instant>>,
+    queue_read_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Scheduler {
@@ -47,7 +47,7 @@ impl Scheduler {
         Self {
             saga,
             lease,
-            depth_measured_at: std::sync::Mutex::new(None),
+            queue_read_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -76,6 +76,11 @@ impl Scheduler {
                             "scheduler leadership changed"
                         );
                         leader = held;
+                        // A new leader reads the whole queue before its first pass.
+                        *self
+                            .queue_read_at
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                         ::metrics::gauge!(metrics::LEADER).set(if held { 1.0 } else { 0.0 });
                     }
                 }
@@ -85,6 +90,8 @@ impl Scheduler {
                 }
             }
             if !leader {
+                // Only the leader schedules; the consumer's entries would only pile up.
+                self.saga.queue.clear();
                 continue;
             }
             if let Err(error) = self.pass().await {
@@ -112,27 +119,32 @@ impl Scheduler {
         let mut active = self.saga.store.active_by_user().await?;
         let mut in_use: usize = active.values().sum();
         ::metrics::gauge!(metrics::RUNNING).set(in_use as f64);
-        self.measure_queue_depth().await?;
+        self.read_queue_if_due().await?;
+        ::metrics::gauge!(metrics::QUEUE_DEPTH).set(self.saga.queue.len() as f64);
         if in_use >= settings.global_concurrency {
             return Ok(0);
         }
-        let full: Vec<String> = active
-            .iter()
-            .filter(|(_, n)| **n >= settings.per_user_concurrency)
-            .map(|(user, _)| user.clone())
-            .collect();
-        let mut queued = self.saga.store.queued_in_order(full).await?;
         let mut scheduled = 0;
-        while in_use < settings.global_concurrency {
-            let Some(doc) = queued.try_next().await? else {
+        for candidate in self.saga.queue.in_order() {
+            if in_use >= settings.global_concurrency {
                 break;
-            };
-            let user = doc.user_id.clone().unwrap_or_default();
-            let used = active.entry(user).or_insert(0);
+            }
+            let used = active.entry(candidate.user_id.clone()).or_insert(0);
             if *used >= settings.per_user_concurrency {
                 continue;
             }
-            if let Some(events) = self.schedule(&doc).await? {
+            // The entry is a candidate only: the saga may have been cancelled or scheduled by
+            // another leader since. MongoDB's state (and the conditional update) decides.
+            let doc = match self.saga.store.get(&candidate.id).await? {
+                Some(doc) if doc.state == SagaState::Queued => doc,
+                _ => {
+                    self.saga.queue.remove(&candidate);
+                    continue;
+                }
+            };
+            let written = self.schedule(&doc).await?;
+            self.saga.queue.remove(&candidate);
+            if let Some(events) = written {
                 *used += 1;
                 in_use += 1;
                 scheduled += 1;
@@ -149,20 +161,20 @@ impl Scheduler {
         Ok(scheduled)
     }
 
-    async fn measure_queue_depth(&self) -> Result<(), StoreError> {
+    async fn read_queue_if_due(&self) -> Result<(), StoreError> {
         let now = Instant::now();
         {
             let mut at = self
-                .depth_measured_at
+                .queue_read_at
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if at.is_some_and(|at| now.duration_since(at) < QUEUE_DEPTH_EVERY) {
+            if at.is_some_and(|at| now.duration_since(at) < QUEUE_READ_EVERY) {
                 return Ok(());
             }
             *at = Some(now);
         }
-        let depth = self.saga.store.count_in(SagaState::Queued).await?;
-        ::metrics::gauge!(metrics::QUEUE_DEPTH).set(depth as f64);
+        let queued = self.saga.store.queued().await?;
+        self.saga.queue.merge(queued);
         Ok(())
     }
 
@@ -225,12 +237,18 @@ impl Scheduler {
     async fn republish(&self) -> Result<(), StoreError> {
         let stale_ms = i64::try_from(STALE_OUTBOX.as_millis()).unwrap_or(i64::MAX);
         let older_than = DateTime::from_millis(DateTime::now().timestamp_millis() - stale_ms);
-        for doc in self.saga.store.with_pending_outbox(older_than).await? {
-            if let Err(error) = outbox::flush_doc(&self.saga.store, &self.saga.producer, &doc).await
+        let mut emptied = Vec::new();
+        for pending in self.saga.store.with_pending_outbox(older_than).await? {
+            if pending.outbox.is_empty() {
+                emptied.push(pending.id);
+                continue;
+            }
+            if let Err(error) =
+                outbox::flush_pending(&self.saga.store, &self.saga.producer, &pending).await
             {
-                tracing::warn!(saga_id = %doc.id, error = %error, "re-publish failed; will retry");
+                tracing::warn!(saga_id = %pending.id, error = %error, "re-publish failed; will retry");
             }
         }
-        Ok(())
+        self.saga.store.clear_pending_marks(emptied).await
     }
 }

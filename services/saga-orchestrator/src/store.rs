@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use shared::events::{Event, ExecutionRequested};
 use shared::mongo::batch::{BatchError, UpdateBatcher};
 
+use crate::queue::Queued;
+
 pub const SAGAS_COLLECTION: &str = "sagas";
 pub const LOCKS_COLLECTION: &str = "locks";
 /// Outbox clean-ups sent in one command at the most.
@@ -53,6 +55,9 @@ pub struct Flow {
     pub correlation_id: String,
     pub request_event_id: Option<String>,
     pub user_id: Option<String>,
+    /// The request's trace: the scheduler and the outbox publish in it long after the request.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +95,15 @@ impl Step {
 pub struct OutboxEntry {
     pub id: String,
     pub event: String,
+}
+
+/// A saga marked as having unpublished events, as the re-publisher reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PendingOutbox {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(default)]
+    pub outbox: Vec<OutboxEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +151,7 @@ impl SagaDoc {
             correlation_id: uuid::Uuid::now_v7().to_string(),
             request_event_id: None,
             user_id: self.user_id.clone(),
+            traceparent: None,
         });
         let cause = flow
             .request_event_id
@@ -312,7 +327,9 @@ impl SagaStore {
         Ok((result.matched_count == 1).then_some(transition.outbox))
     }
 
-    /// Removes published entries from a saga's outbox, and its pending mark once it is empty.
+    /// Removes published entries from a saga's outbox. Its pending mark stays until the
+    /// re-publisher sees the outbox empty ([`SagaStore::clear_pending_marks`]): one write per
+    /// transition on the hot path, not two.
     pub async fn pull_outbox(&self, id: &str, entry_ids: Vec<String>) -> Result<(), StoreError> {
         if entry_ids.is_empty() {
             return Ok(());
@@ -323,9 +340,17 @@ impl SagaStore {
                 doc! { "$pull": { "outbox": { "id": { "$in": entry_ids } } } },
             )
             .await?;
-        self.pulls
-            .update_one(
-                doc! { "_id": id, "outbox": { "$size": 0 } },
+        Ok(())
+    }
+
+    /// Drops the pending mark of sagas whose outbox is empty by now.
+    pub async fn clear_pending_marks(&self, ids: Vec<String>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.raw
+            .update_many(
+                doc! { "_id": { "$in": ids }, "outbox": { "$size": 0 } },
                 doc! { "$unset": { "outbox_at": "" } },
             )
             .await?;
@@ -333,14 +358,17 @@ impl SagaStore {
     }
 
     /// Sagas whose outbox was not emptied by the writer within `older_than`.
+    /// Only the outbox is read: these are mostly sagas whose outbox was emptied since.
     pub async fn with_pending_outbox(
         &self,
         older_than: DateTime,
-    ) -> Result<Vec<SagaDoc>, StoreError> {
+    ) -> Result<Vec<PendingOutbox>, StoreError> {
         let filter = doc! { "outbox_at": { "$lt": older_than } };
         Ok(self
-            .sagas
+            .raw
+            .clone_with_type::<PendingOutbox>()
             .find(filter)
+            .projection(doc! { "outbox": 1 })
             .limit(500)
             .await?
             .try_collect()
@@ -362,25 +390,28 @@ impl SagaStore {
         Ok(counts)
     }
 
-    pub async fn count_in(&self, state: SagaState) -> Result<u64, StoreError> {
-        Ok(self
+    /// Every queued saga with what ordering needs (no request bodies, no sort on the server).
+    pub async fn queued(&self) -> Result<Vec<Queued>, StoreError> {
+        let mut cursor = self
             .raw
-            .count_documents(doc! { "state": state.as_str() })
-            .await?)
-    }
-
-    /// Queued sagas in scheduling order (priority desc, then FIFO), leaving out users at their cap.
-    pub async fn queued_in_order(
-        &self,
-        skip_users: Vec<String>,
-    ) -> Result<mongodb::Cursor<SagaDoc>, StoreError> {
-        let filter =
-            doc! { "state": SagaState::Queued.as_str(), "user_id": { "$nin": skip_users } };
-        Ok(self
-            .sagas
-            .find(filter)
-            .sort(doc! { "priority": -1, "enqueued_at": 1, "_id": 1 })
-            .await?)
+            .find(doc! { "state": SagaState::Queued.as_str() })
+            .projection(doc! { "user_id": 1, "priority": 1, "enqueued_at": 1 })
+            .await?;
+        let mut queued = Vec::new();
+        while let Some(saga) = cursor.try_next().await? {
+            let Ok(id) = saga.get_str("_id") else {
+                continue;
+            };
+            queued.push(Queued {
+                id: id.to_owned(),
+                user_id: saga.get_str("user_id").unwrap_or_default().to_owned(),
+                priority: saga.get_i32("priority").unwrap_or_default(),
+                enqueued_at: saga
+                    .get_datetime("enqueued_at")
+                    .map_or(0, |at| at.timestamp_millis()),
+            });
+        }
+        Ok(queued)
     }
 
     /// Sagas holding a slot whose deadline passed.
