@@ -107,3 +107,25 @@ describe('RunStore', () => {
     expect(streams.opened[1]?.closed).toBe(false);
   });
 });
+
+describe('RunStore.show', () => {
+  it('shows a finished run without a stream, and follows one still running', () => {
+    const { run, streams } = setup();
+    run.show(view({ stdout: 'old output' }));
+    expect(streams.opened).toHaveLength(0);
+    expect(run.result?.status).toBe('completed');
+    expect(text(run)).toBe('old output');
+
+    run.show(view({ execution_id: 'e2', status: 'running', finished_at: null }));
+    expect(run.result).toBeNull();
+    expect(run.running).toBe(true);
+    expect(streams.last().url).toBe('/api/v1/executions/e2/events');
+    expect(streams.last().options.isDone?.()).toBe(false);
+    streams.emit('output', { stream: 'stdout', seq: 0, data: 'live' });
+    expect(text(run)).toBe('live');
+
+    run.clear();
+    expect(streams.last().closed).toBe(true);
+    expect(run.executionId).toBeNull();
+  });
+});

@@ -8,6 +8,8 @@ pub mod events;
 pub mod executions;
 pub mod health;
 pub mod kafka;
+#[cfg(feature = "kube")]
+pub mod kube_client;
 pub mod lifecycle;
 pub mod mongo;
 pub mod notifications;

@@ -5,6 +5,7 @@
 //! behind it.
 
 mod handler;
+pub mod kube;
 pub mod languages;
 pub mod local;
 pub mod runtime;
@@ -18,6 +19,7 @@ use shared::events::EventType;
 use shared::kafka::{ConsumerSettings, run_consumer};
 
 pub use handler::Worker;
+pub use kube::KubeRuntime;
 pub use local::LocalRuntime;
 pub use runtime::{ExecutorMeta, ExecutorRuntime, ExecutorSpec, RuntimeError};
 
@@ -26,23 +28,33 @@ pub const SERVICE_NAME: &str = "k8s-worker";
 /// Builds this service's components: the command consumer over the configured runtime.
 pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
     let config = &context.config;
-    let runtime = match config.runtime.kind {
+    match config.runtime.kind {
         RuntimeKind::Local => {
             let base = std::env::current_dir().context("reading the current directory")?;
-            LocalRuntime::new(&config.runtime)
+            let runtime = LocalRuntime::new(&config.runtime)
                 .await
                 .context("starting the local sandbox runtime")?
-                .with_agents(local::Agents::new(&config.agents, &base))
+                .with_agents(local::Agents::new(&config.agents, &base));
+            tracing::info!(
+                work_dir = %runtime.work_root().display(),
+                languages = ?runtime.languages().all().iter().map(|l| format!("{} {}", l.lang, l.version)).collect::<Vec<_>>(),
+                "local runtime ready"
+            );
+            Ok(serve(&context, runtime))
         }
         RuntimeKind::Kubernetes => {
-            anyhow::bail!("runtime.kind = kubernetes is not implemented yet")
+            let runtime = KubeRuntime::connect(&config.runtime, &config.kubernetes)
+                .await
+                .context("starting the Kubernetes runtime")?;
+            tracing::info!(namespace = %runtime.settings().namespace, "kubernetes runtime ready");
+            Ok(serve(&context, runtime))
         }
-    };
-    tracing::info!(
-        work_dir = %runtime.work_root().display(),
-        languages = ?runtime.languages().all().iter().map(|l| format!("{} {}", l.lang, l.version)).collect::<Vec<_>>(),
-        "local runtime ready"
-    );
+    }
+}
+
+/// The command consumer over `runtime`.
+fn serve<R: ExecutorRuntime>(context: &ServiceContext, runtime: R) -> Components {
+    let config = &context.config;
     let settings = ConsumerSettings::for_event_types(
         &config.services.k8s_worker.consumer_group,
         &config.kafka.topic_prefix,
@@ -59,9 +71,7 @@ pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
         producer,
         context.lifecycle.shutdown_token(),
     );
-    Ok(
-        Components::default().spawn("executor-commands", async move {
-            consumer.await.context("executor command consumer")
-        }),
-    )
+    Components::default().spawn("executor-commands", async move {
+        consumer.await.context("executor command consumer")
+    })
 }

@@ -2,10 +2,11 @@
 //! events (`pod_running`, `execution_started`, live `execution_output`, the terminal execution
 //! event and `pod_terminated`).
 //!
-//! This crate watches the local runtime's executor directories; the Kubernetes watcher arrives
-//! with the Kubernetes runtime.
+//! With `runtime.kind = "local"` it watches the local runtime's executor directories; with
+//! `"kubernetes"`, the executor pods (`kube`).
 
 mod executor_dir;
+pub mod kube;
 mod monitor;
 mod outcome;
 mod state;
@@ -17,6 +18,7 @@ use anyhow::Context as _;
 use shared::app::{Components, ServiceContext};
 use shared::config::RuntimeKind;
 
+pub use kube::KubeMonitor;
 pub use monitor::Monitor;
 
 pub const SERVICE_NAME: &str = "pod-monitor";
@@ -24,10 +26,19 @@ pub const SERVICE_NAME: &str = "pod-monitor";
 /// Builds this service's components.
 pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
     let runtime = &context.config.runtime;
-    if runtime.kind != RuntimeKind::Local {
-        anyhow::bail!(
-            "pod-monitor watches only the local runtime so far (runtime.kind = \"local\")"
+    let shutdown = context.lifecycle.shutdown_token();
+    if runtime.kind == RuntimeKind::Kubernetes {
+        let client = shared::kube_client::connect(&context.config.kubernetes)
+            .await
+            .context("connecting to the Kubernetes API")?;
+        let pods = ::kube::Api::namespaced(client, &runtime.kubernetes_namespace);
+        let monitor = KubeMonitor::new(
+            pods,
+            context.infra.producer.clone(),
+            &context.config.kubernetes,
+            SERVICE_NAME,
         );
+        return Ok(Components::default().spawn("executor-pod-watcher", monitor.run(shutdown)));
     }
     let root = absolute(&runtime.work_dir)?;
     let monitor = Monitor::new(
@@ -36,7 +47,6 @@ pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
         context.config.monitor.clone(),
         SERVICE_NAME,
     );
-    let shutdown = context.lifecycle.shutdown_token();
     Ok(Components::default().spawn("local-executor-watcher", monitor.run(shutdown)))
 }
 

@@ -374,7 +374,11 @@ fn set_offset(state: &mut MonitorState, stream: OutputStream, offset: u64) {
 }
 
 /// An event of this execution's flow: its user, correlation and the command that created it.
-fn new_event(meta: &ExecutorMeta, payload: EventPayload, service: &'static str) -> Event {
+pub(crate) fn new_event(
+    meta: &ExecutorMeta,
+    payload: EventPayload,
+    service: &'static str,
+) -> Event {
     let mut event = Event::new(
         meta.execution_id.clone(),
         payload,

@@ -60,7 +60,7 @@ impl Default for KubernetesConfig {
             memory_request_mb: 64,
             runner_overhead_mb: 32,
             work_dir_size_mb: 64,
-            tmp_size_mb: 64,
+            tmp_size_mb: 256,
             reconcile_interval_seconds: 30,
         }
     }

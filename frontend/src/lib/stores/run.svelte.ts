@@ -103,8 +103,18 @@ export class RunStore {
   /** Shows a stored result without a stream (a finished execution from history). */
   show(view: ExecutionView): void {
     this.reset(view.execution_id);
-    this.applyView(view);
-    if (!isTerminal(view.status)) this.follow(view.execution_id);
+    if (isTerminal(view.status)) {
+      this.applyView(view);
+    } else {
+      // Still going: its output so far comes from the stream, which replays it.
+      this.applyTimes(view);
+      this.follow(view.execution_id);
+    }
+  }
+
+  /** Forgets the run (sign-out). */
+  clear(): void {
+    this.reset(null);
   }
 
   async cancel(): Promise<void> {

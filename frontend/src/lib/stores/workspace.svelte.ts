@@ -89,6 +89,14 @@ class Workspace {
     localStorage.setItem(KEY, JSON.stringify(this.draft));
   }
 
+  /** Sign-out: the next person at this browser does not see the scripts. */
+  forget(): void {
+    Object.assign(this.draft, { ...EMPTY, lang: this.draft.lang, version: this.draft.version });
+    this.loadExample();
+    localStorage.removeItem(KEY);
+    localStorage.removeItem(RECENT_KEY);
+  }
+
   remember(executionId: string, script: string, stdin: string): void {
     try {
       const recent = JSON.parse(localStorage.getItem(RECENT_KEY) ?? '[]') as [string, string, string][];

@@ -28,7 +28,9 @@ use crate::runtime::{
     ExecutorRuntime, ExecutorSpec, RuntimeError, executor_name, validate_execution_id,
 };
 pub use agent::Agents;
-use sandbox::{Extras, SANDBOX_GID, SANDBOX_UID, Sandbox, program_env};
+/// The program's environment is the same in a sandbox and in a pod.
+pub(crate) use sandbox::program_env;
+use sandbox::{Extras, SANDBOX_GID, SANDBOX_UID, Sandbox};
 
 /// Between SIGTERM and SIGKILL when the runner stops a program.
 const KILL_GRACE_MS: u64 = 100;
