@@ -16,6 +16,9 @@ use crate::kafka::InboundMessage;
 use crate::kafka::headers::{self, HeaderList};
 
 pub const SESSIONS_COLLECTION: &str = "replay_sessions";
+/// The event store event-replay fills (one document per event; the event as published is its
+/// `event` field).
+pub const EVENTS_COLLECTION: &str = "events";
 
 /// The replay session a message was replayed by.
 pub const SESSION_HEADER: &str = "x-kiln-replay-session";
@@ -150,6 +153,28 @@ impl ReplayFilter {
         }
         query
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoredEventError {
+    #[error("stored event {0} has no event field")]
+    Missing(String),
+    #[error("stored event {id} cannot be decoded")]
+    Decode {
+        id: String,
+        #[source]
+        source: bson::de::Error,
+    },
+}
+
+/// The event as it was published, from an event store document.
+pub fn stored_event(document: &Document) -> Result<Event, StoredEventError> {
+    let id = || document.get_str("_id").unwrap_or("?").to_owned();
+    let body = document
+        .get_document("event")
+        .map_err(|_| StoredEventError::Missing(id()))?;
+    bson::from_document(body.clone())
+        .map_err(|source| StoredEventError::Decode { id: id(), source })
 }
 
 /// The order in which events are replayed: time, then event id for events of one instant.

@@ -16,8 +16,8 @@ use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use shared::events::Event;
 use shared::replay::{
-    ReplayFilter, ReplaySession, ReplayState, ReplayTarget, SESSIONS_COLLECTION, replay_order,
-    state_bson,
+    EVENTS_COLLECTION, ReplayFilter, ReplaySession, ReplayState, ReplayTarget, SESSIONS_COLLECTION,
+    replay_order, state_bson, stored_event,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,8 +27,6 @@ use crate::error::{ApiError, ErrorBody};
 use crate::pagination::PageRequest;
 use crate::state::AppState;
 
-/// event-replay's event store (the collection name is the contract between the two services).
-const EVENTS_COLLECTION: &str = "events";
 const DEFAULT_PREVIEW: u32 = 10;
 const MAX_PREVIEW: u32 = 100;
 const MAX_SPEED: f64 = 1_000.0;
@@ -149,7 +147,10 @@ async fn create(
             .await?
             .try_collect()
             .await?;
-        let preview = stored.iter().map(decode).collect::<Result<_, _>>()?;
+        let preview = stored
+            .iter()
+            .map(|d| stored_event(d).map_err(ApiError::internal))
+            .collect::<Result<_, _>>()?;
         return Ok(Json(DryRun { count, preview }).into_response());
     }
     let session = ReplaySession::new(
@@ -168,11 +169,6 @@ async fn create(
         .await?;
     tracing::info!(session_id = %session.id, admin = %user.id, total = count, "replay session created");
     Ok((StatusCode::CREATED, Json(session)).into_response())
-}
-
-fn decode(stored: &Document) -> Result<Event, ApiError> {
-    let body = stored.get_document("event").map_err(ApiError::internal)?;
-    bson::from_document(body.clone()).map_err(ApiError::internal)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

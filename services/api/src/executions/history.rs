@@ -8,17 +8,13 @@ use bson::{Document, doc};
 use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use shared::events::Event;
-use shared::replay::{Position, replay_order};
+use shared::replay::{EVENTS_COLLECTION, Position, replay_order, stored_event};
 
 use super::routes::visible;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::pagination::PageRequest;
 use crate::state::AppState;
-
-/// event-replay's collection (`event_replay::EVENTS_COLLECTION`; services do not depend on each
-/// other, the name is the contract).
-const EVENTS_COLLECTION: &str = "events";
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -80,7 +76,10 @@ pub async fn history(
         .await?
         .try_collect()
         .await?;
-    let mut items = stored.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+    let mut items = stored
+        .iter()
+        .map(|d| stored_event(d).map_err(ApiError::internal))
+        .collect::<Result<Vec<_>, _>>()?;
     let has_more = items.len() > limit;
     items.truncate(limit);
     let next_cursor = if has_more {
@@ -89,10 +88,4 @@ pub async fn history(
         None
     };
     Ok(Json(HistoryPage { items, next_cursor }))
-}
-
-/// The event as published, from the `event` field the event store wrote.
-fn decode(stored: &Document) -> Result<Event, ApiError> {
-    let body = stored.get_document("event").map_err(ApiError::internal)?;
-    bson::from_document(body.clone()).map_err(ApiError::internal)
 }

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
 use mongodb::Collection;
-use mongodb::bson::{self, Document};
+use mongodb::bson::Document;
+use shared::errors::display_chain;
 use shared::events::{Event, topic_for};
 use shared::kafka::{EventProducer, KafkaError, ensure_topics_named};
 use shared::replay::{
     EVENTS_REPLAYED_METRIC, Position, Progress, ReplaySession, ReplayState, ReplayTarget,
-    replay_copy, replay_headers, replay_order, session_topic,
+    replay_copy, replay_headers, replay_order, session_topic, stored_event,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -130,7 +131,8 @@ impl Runner<'_> {
             let Some(document) = next else {
                 return self.complete(cursor).await;
             };
-            let original = decode(&document)?;
+            let original =
+                stored_event(&document).map_err(|e| RunError::Broken(display_chain(&e)))?;
             let wait = pacer.wait_before(original.occurred_at);
             if !wait.is_zero() && !self.wait(cursor, wait).await? {
                 return Ok(());
@@ -272,16 +274,6 @@ fn publish_broken(topic: &str, error: &KafkaError) -> RunError {
         "publishing to {topic} failed: {}",
         shared::errors::display_chain(error)
     ))
-}
-
-/// The stored event (the `event` field the event store wrote).
-fn decode(document: &Document) -> Result<Event, RunError> {
-    let id = document.get_str("_id").unwrap_or("?");
-    let body = document
-        .get_document("event")
-        .map_err(|_| RunError::Broken(format!("stored event {id} has no body")))?;
-    bson::from_document(body.clone())
-        .map_err(|e| RunError::Broken(format!("stored event {id} cannot be decoded: {e}")))
 }
 
 fn target_label(target: ReplayTarget) -> &'static str {
