@@ -29,40 +29,18 @@ pub const POD_SECURITY_LEVEL: &str = "restricted";
 /// The field manager of everything k8s-worker applies.
 pub const FIELD_MANAGER: &str = "kiln-k8s-worker";
 
-/// The config that shapes executor pods, resolved once at start.
+/// The config that shapes executor pods: the namespace and `[kubernetes]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodSettings {
     pub namespace: String,
-    pub runtime_class_name: Option<String>,
-    pub host_users: bool,
-    pub run_as_user: i64,
-    pub service_account: String,
-    pub image_pull_policy: String,
-    pub startup_grace_seconds: u64,
-    pub cpu_request: String,
-    pub cpu_limit: String,
-    pub memory_request_mb: u64,
-    pub runner_overhead_mb: u64,
-    pub work_dir_size_mb: u64,
-    pub tmp_size_mb: u64,
+    pub pod: KubernetesConfig,
 }
 
 impl PodSettings {
     pub fn from_config(runtime: &RuntimeConfig, k: &KubernetesConfig) -> PodSettings {
         PodSettings {
             namespace: runtime.kubernetes_namespace.clone(),
-            runtime_class_name: Some(k.runtime_class_name.clone()).filter(|n| !n.is_empty()),
-            host_users: k.host_users,
-            run_as_user: k.run_as_user,
-            service_account: k.executor_service_account.clone(),
-            image_pull_policy: k.image_pull_policy.clone(),
-            startup_grace_seconds: k.startup_grace_seconds,
-            cpu_request: k.cpu_request.clone(),
-            cpu_limit: k.cpu_limit.clone(),
-            memory_request_mb: k.memory_request_mb,
-            runner_overhead_mb: k.runner_overhead_mb,
-            work_dir_size_mb: k.work_dir_size_mb,
-            tmp_size_mb: k.tmp_size_mb,
+            pod: k.clone(),
         }
     }
 }
@@ -138,18 +116,18 @@ pub fn executor_pod(
     let memory_limit_mb = spec
         .limits
         .memory_mb
-        .saturating_add(settings.runner_overhead_mb);
-    let memory_request_mb = settings.memory_request_mb.min(memory_limit_mb);
+        .saturating_add(settings.pod.runner_overhead_mb);
+    let memory_request_mb = settings.pod.memory_request_mb.min(memory_limit_mb);
     let deadline = spec
         .limits
         .timeout_seconds
-        .saturating_add(settings.startup_grace_seconds);
-    let uid = settings.run_as_user;
+        .saturating_add(settings.pod.startup_grace_seconds);
+    let uid = settings.pod.run_as_user;
     let mut pod_spec = json!({
         "restartPolicy": "Never",
         "activeDeadlineSeconds": deadline,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "serviceAccountName": settings.service_account,
+        "serviceAccountName": settings.pod.executor_service_account,
         "automountServiceAccountToken": false,
         "enableServiceLinks": false,
         "hostNetwork": false,
@@ -165,18 +143,18 @@ pub fn executor_pod(
         "containers": [{
             "name": CONTAINER_NAME,
             "image": language.image,
-            "imagePullPolicy": settings.image_pull_policy,
+            "imagePullPolicy": settings.pod.image_pull_policy,
             "command": [RUNNER_PATH, CONTAINER_FLAG, SPEC_MOUNT, STATE_MOUNT],
             "workingDir": STATE_MOUNT,
             "terminationMessagePath": kiln_runner_protocol::pod::TERMINATION_LOG,
             "terminationMessagePolicy": "File",
             "resources": {
                 "requests": {
-                    "cpu": settings.cpu_request,
+                    "cpu": settings.pod.cpu_request,
                     "memory": format!("{memory_request_mb}Mi"),
                 },
                 "limits": {
-                    "cpu": settings.cpu_limit,
+                    "cpu": settings.pod.cpu_limit,
                     "memory": format!("{memory_limit_mb}Mi"),
                 },
             },
@@ -198,15 +176,15 @@ pub fn executor_pod(
         }],
         "volumes": [
             { "name": "spec", "configMap": { "name": name, "defaultMode": 0o444 } },
-            { "name": "state", "emptyDir": { "sizeLimit": format!("{}Mi", settings.work_dir_size_mb) } },
-            { "name": "tmp", "emptyDir": { "sizeLimit": format!("{}Mi", settings.tmp_size_mb) } },
+            { "name": "state", "emptyDir": { "sizeLimit": format!("{}Mi", settings.pod.work_dir_size_mb) } },
+            { "name": "tmp", "emptyDir": { "sizeLimit": format!("{}Mi", settings.pod.tmp_size_mb) } },
         ],
     });
-    if !settings.host_users {
+    if !settings.pod.host_users {
         pod_spec["hostUsers"] = json!(false);
     }
-    if let Some(class) = &settings.runtime_class_name {
-        pod_spec["runtimeClassName"] = json!(class);
+    if !settings.pod.runtime_class_name.is_empty() {
+        pod_spec["runtimeClassName"] = json!(settings.pod.runtime_class_name);
     }
     typed(
         "executor pod",
