@@ -129,3 +129,17 @@ describe('RunStore.show', () => {
     expect(run.executionId).toBeNull();
   });
 });
+
+describe('RunStore streams', () => {
+  it('ignores events that a replaced stream still delivers', async () => {
+    const { run, streams } = setup();
+    await run.run({ script: '', lang: 'python' });
+    const old = streams.last();
+    await run.run({ script: '', lang: 'python' });
+    old.options.onEvent({ event: 'output', data: JSON.stringify({ stream: 'stdout', seq: 0, data: 'stale' }), id: '1-0' });
+    old.options.onState?.('closed', { error: new Error('gone') });
+    expect(text(run)).toBe('');
+    expect(run.error).toBeNull();
+    expect(old.options.isDone?.()).toBe(true);
+  });
+});

@@ -40,6 +40,7 @@ export class RunStore {
 
   private deps: RunDeps;
   private handle: StreamHandle | null = null;
+  private generation = 0;
   private parsers: Record<Stream, AnsiParser> = { stdout: new AnsiParser(), stderr: new AnsiParser() };
   /** Output seqs already shown: a bookkeeping detail, not rendered, so not reactive. */
   // eslint-disable-next-line svelte/prefer-svelte-reactivity
@@ -53,6 +54,7 @@ export class RunStore {
   private reset(executionId: string | null): void {
     this.handle?.close();
     this.handle = null;
+    this.generation++;
     this.executionId = executionId;
     this.status = null;
     this.timeline = [];
@@ -87,12 +89,17 @@ export class RunStore {
   /** Follows an execution's events from the start (a snapshot first). */
   follow(executionId: string): void {
     if (this.executionId !== executionId) this.reset(executionId);
+    this.handle?.close();
     this.connection = 'connecting';
+    // Events already read from a stream that was replaced must not reach the new run.
+    const generation = ++this.generation;
+    const current = () => generation === this.generation;
     this.handle = this.deps.openStream(this.deps.api.executionEventsUrl(executionId), {
-      onEvent: (event) => this.onEvent(event),
-      isDone: () => this.result !== null,
+      onEvent: (event) => current() && this.onEvent(event),
+      isDone: () => !current() || this.result !== null,
       onState: (state, detail) => {
-        this.connection = state === 'closed' && this.result === null && detail?.error ? 'closed' : state;
+        if (!current()) return;
+        this.connection = state;
         if (state === 'closed' && detail?.error && this.result === null) {
           this.error = detail.error instanceof ApiError ? detail.error.describe() : detail.error.message;
         }
