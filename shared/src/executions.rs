@@ -260,6 +260,9 @@ pub struct ExecutorMeta {
     pub causation_id: uuid::Uuid,
     /// The user's timeout, reported in `execution_timeout`.
     pub timeout_seconds: u64,
+    /// W3C trace context of the executor's creation, so pod-monitor's events join its trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 pub const EXECUTOR_META_FILE: &str = "meta.json";

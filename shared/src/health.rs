@@ -13,6 +13,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tower::ServiceExt as _;
+use tracing::Instrument as _;
 
 use crate::app::Infra;
 use crate::lifecycle::Lifecycle;
@@ -184,7 +185,23 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
-    let response = next.run(request).await;
+    // A server span per request (probes and scrapes excepted: they would drown the traces), so an
+    // execution's trace starts at the request that submitted it.
+    let response = if route.starts_with("/health/") || route == "/metrics" {
+        next.run(request).await
+    } else {
+        let span = tracing::info_span!(
+            "http.request",
+            otel.name = format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let response = next.run(request).instrument(span.clone()).await;
+        span.record("http.response.status_code", response.status().as_u16());
+        response
+    };
     let status = response.status().as_u16().to_string();
     ::metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);

@@ -11,6 +11,7 @@ pub mod kafka;
 #[cfg(feature = "kube")]
 pub mod kube_client;
 pub mod lifecycle;
+mod log_trace_ids;
 pub mod mongo;
 pub mod notifications;
 pub mod redis;

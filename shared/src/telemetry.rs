@@ -3,8 +3,10 @@
 //! A tracer provider is always installed, even without an OTLP endpoint, so spans get real trace
 //! ids that travel through Kafka headers and can be correlated later.
 
+use std::collections::HashMap;
+
 use opentelemetry::KeyValue;
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanExporter};
@@ -100,18 +102,52 @@ pub fn init_with_exporter<E: SpanExporter + 'static>(
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     match cfg.log_format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_target(true),
-            )
-            .try_init()?,
+        LogFormat::Json => {
+            let dispatch = crate::log_trace_ids::DispatchSlot::default();
+            let format = tracing_subscriber::fmt::format()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_target(true);
+            registry
+                .with(dispatch.clone())
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                        .event_format(crate::log_trace_ids::WithTraceIds {
+                            inner: format,
+                            dispatch,
+                        }),
+                )
+                .try_init()?
+        }
         LogFormat::Pretty => registry
             .with(tracing_subscriber::fmt::layer().compact())
             .try_init()?,
     }
     Ok(TelemetryGuard { provider })
+}
+
+/// The W3C `traceparent` of the current span, when it belongs to a trace. Events carry it in
+/// their metadata, so work that continues an execution later (the saga's outbox and scheduler,
+/// pod-monitor watching an executor) stays in the execution's trace.
+pub fn current_traceparent() -> Option<String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&cx, &mut carrier);
+    });
+    carrier.remove("traceparent")
+}
+
+/// The remote context a stored `traceparent` names; `None` when it is not a valid one.
+pub fn context_from_traceparent(traceparent: &str) -> Option<opentelemetry::Context> {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let cx =
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
+    cx.span().span_context().is_valid().then_some(cx)
 }

@@ -41,6 +41,7 @@ impl<R: ExecutorRuntime> Worker<R> {
                 user_id: event.metadata.user_id.clone(),
                 correlation_id: event.correlation_id,
                 causation_id: event.event_id,
+                traceparent: shared::telemetry::current_traceparent(),
             },
             agent: request.agent.clone(),
         };

@@ -27,6 +27,9 @@ pub struct ExecutorMeta {
     pub user_id: Option<String>,
     pub correlation_id: Uuid,
     pub causation_id: Uuid,
+    /// W3C trace context of the create command's handling: pod-monitor's events join its trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

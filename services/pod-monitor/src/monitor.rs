@@ -386,5 +386,7 @@ pub(crate) fn new_event(
     );
     event.correlation_id = meta.correlation_id;
     event.causation_id = Some(meta.causation_id);
+    // The executor's trace (its creation), not whatever span polls it.
+    event.metadata.traceparent = meta.traceparent.clone();
     event
 }

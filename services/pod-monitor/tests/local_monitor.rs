@@ -140,6 +140,7 @@ impl Harness {
             correlation_id: Uuid::now_v7(),
             causation_id: Uuid::now_v7(),
             timeout_seconds: 3,
+            traceparent: None,
         };
         std::fs::write(
             dir.join(EXECUTOR_META_FILE),

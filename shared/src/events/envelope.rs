@@ -13,6 +13,10 @@ pub struct EventMetadata {
     pub version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// W3C trace context of the span the event was created in: work that continues the flow
+    /// later, outside that span, publishes in the same trace (see `shared::telemetry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl EventMetadata {
@@ -21,6 +25,7 @@ impl EventMetadata {
             service: service.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             user_id,
+            traceparent: crate::telemetry::current_traceparent(),
         }
     }
 }
@@ -82,6 +87,9 @@ impl Event {
         );
         next.correlation_id = self.correlation_id;
         next.causation_id = Some(self.event_id);
+        if next.metadata.traceparent.is_none() {
+            next.metadata.traceparent = self.metadata.traceparent.clone();
+        }
         next
     }
 

@@ -69,6 +69,19 @@ impl EventProducer {
             event_id = %event.event_id,
             event_type = event.event_type().as_str(),
         );
+        // In the trace the event was created in: the same as the current one on the direct path,
+        // and the execution's trace for events published later from stored state.
+        if let Some(cx) = event
+            .metadata
+            .traceparent
+            .as_deref()
+            .and_then(crate::telemetry::context_from_traceparent)
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            if let Err(error) = span.set_parent(cx) {
+                tracing::debug!(%error, "publish span keeps its own parent");
+            }
+        }
         async {
             let payload = event.to_json().map_err(|source| KafkaError::Encode {
                 event_id: event.event_id,

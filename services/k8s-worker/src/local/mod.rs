@@ -229,6 +229,7 @@ impl LocalRuntime {
             correlation_id: spec.meta.correlation_id,
             causation_id: spec.meta.causation_id,
             timeout_seconds: limits.timeout_seconds,
+            traceparent: spec.meta.traceparent.clone(),
         };
         write_json(&staging.join(EXECUTOR_META_FILE), &meta)?;
         std::fs::rename(&staging, dir).map_err(io("renaming into place", dir))
