@@ -10,6 +10,7 @@ pub mod error;
 pub mod executions;
 pub mod languages;
 mod middleware;
+pub mod notifications;
 pub mod openapi;
 pub mod pagination;
 pub mod providers;
@@ -50,6 +51,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .merge(providers::routes())
         .merge(scripts::routes())
         .merge(settings::routes())
+        .merge(notifications::routes())
         .merge(admin::replay::routes())
 }
 
@@ -57,6 +59,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
 fn stream_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(sse::routes())
+        .merge(notifications::stream_routes())
         .merge(admin::replay::stream_routes())
 }
 

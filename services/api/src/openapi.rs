@@ -29,6 +29,7 @@ use crate::state::AppState;
     components(schemas(
         crate::error::ErrorBody,
         shared::events::ExecutionOutput,
+        crate::notifications::UnreadCount,
     )),
     tags(
         (name = "auth", description = "Accounts, sessions and API tokens"),

@@ -1,6 +1,6 @@
-//! Cursor pages over collections whose `_id` is a UUIDv7 (time-ordered): newest first, and the
-//! cursor is the last id of the previous page, so a page never repeats or skips an item when
-//! new ones arrive meanwhile.
+//! A user's own documents in collections whose `_id` is a UUIDv7 (time-ordered): cursor pages,
+//! newest first, where the cursor is the last id of the previous page, so a page never repeats
+//! or skips an item when new ones arrive meanwhile; and deletes by owner.
 
 use bson::{Document, doc};
 use futures::TryStreamExt as _;
@@ -72,6 +72,21 @@ impl PageRequest {
         };
         Ok((items, next))
     }
+}
+
+/// Deletes `id` if `user_id` owns it: 204, else 404 (another user's id looks unknown).
+pub async fn delete_owned<T: Send + Sync>(
+    collection: &Collection<T>,
+    id: &str,
+    user_id: &str,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let outcome = collection
+        .delete_one(doc! { "_id": id, "user_id": user_id })
+        .await?;
+    if outcome.deleted_count == 0 {
+        return Err(ApiError::not_found());
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

@@ -338,11 +338,5 @@ async fn remove(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let outcome = collection(&state.db)
-        .delete_one(doc! { "_id": &id, "user_id": &user.id })
-        .await?;
-    if outcome.deleted_count == 0 {
-        return Err(ApiError::not_found());
-    }
-    Ok(StatusCode::NO_CONTENT)
+    crate::pagination::delete_owned(&collection(&state.db), &id, &user.id).await
 }

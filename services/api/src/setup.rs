@@ -27,6 +27,12 @@ pub async fn prepare(state: &AppState) -> Result<(), SetupError> {
         crate::scripts::indexes(),
     )
     .await?;
+    ensure_indexes(
+        &state.db,
+        shared::notifications::NOTIFICATIONS_COLLECTION,
+        shared::notifications::indexes(),
+    )
+    .await?;
     let defaults = [
         ("user", "DEFAULT_USER_PASSWORD", "user123", Role::User),
         ("admin", "ADMIN_USER_PASSWORD", "admin123", Role::Admin),

@@ -13,9 +13,6 @@ use crate::auth::jwt::JwtKey;
 use crate::languages::LanguageRegistry;
 use crate::sse::StreamLimiter;
 
-/// Concurrent SSE streams one user may hold open.
-pub const MAX_STREAMS_PER_USER: usize = 20;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("api.jwt_secret is empty")]
@@ -92,7 +89,7 @@ impl AppState {
             languages: LanguageRegistry::from_config(&config.runtime.languages),
             providers: crate::executions::agent::Providers::new(&config.agents),
             jwt: JwtKey::new(secret.as_bytes()).map_err(|_| StateError::JwtKey)?,
-            streams: StreamLimiter::new(MAX_STREAMS_PER_USER),
+            streams: StreamLimiter::new(config.rate_limit.max_streams_per_user),
             token_cache: crate::auth::token_cache::TokenCache::default(),
             dummy_hash: tokio::sync::OnceCell::new(),
         })))

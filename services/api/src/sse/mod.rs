@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::sse::{KeepAlive, Sse};
 use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -36,10 +37,18 @@ fn resume_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };
-    let value = value.to_str().unwrap_or_default().trim();
-    if value == MONGO_RESULT_ID {
+    if value.to_str().is_ok_and(|v| v.trim() == MONGO_RESULT_ID) {
         return Ok(Some("0-0".to_owned()));
     }
+    last_stream_id(headers)
+}
+
+/// `Last-Event-ID` when it is a Redis stream id (`<ms>-<seq>`).
+pub(crate) fn last_stream_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or_default().trim();
     let valid = value
         .split_once('-')
         .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok());
@@ -50,6 +59,35 @@ fn resume_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         ));
     }
     Ok(Some(value.to_owned()))
+}
+
+/// A stream slot of `user_id` (the concurrent-stream cap) and a dedicated Redis connection:
+/// `XREAD BLOCK` holds its connection for the whole wait, so each stream gets its own, whose
+/// response timeout must outlast the block.
+pub(crate) async fn open_stream(
+    state: &AppState,
+    user_id: &str,
+) -> Result<(StreamSlot, MultiplexedConnection), ApiError> {
+    let slot = state.streams.acquire(user_id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            "too many open event streams; close one first",
+        )
+    })?;
+    let config = AsyncConnectionConfig::new()
+        .set_response_timeout(Some(tail::IDLE_BLOCK + Duration::from_secs(5)));
+    let conn = state
+        .redis_client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    Ok((slot, conn))
+}
+
+/// Comment heartbeats keep proxies from closing a quiet stream.
+pub(crate) fn keep_alive(state: &AppState) -> KeepAlive {
+    let heartbeat = Duration::from_secs(state.api.sse_heartbeat_seconds.max(1));
+    KeepAlive::new().interval(heartbeat).text("heartbeat")
 }
 
 /// `text/event-stream`. Events: `snapshot` (an [`ExecutionView`], id `0-0`, only without
@@ -70,24 +108,10 @@ async fn events(
 ) -> Result<impl IntoResponse, ApiError> {
     let doc = visible(&state, &user, &id).await?;
     let resume = resume_from(&headers)?;
-    let slot = state.streams.acquire(&user.id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_streams",
-            "too many open event streams; close one first",
-        )
-    })?;
-    // XREAD BLOCK holds its connection for the whole wait, so each stream gets its own
-    // connection, whose response timeout must outlast the block.
-    let config = AsyncConnectionConfig::new()
-        .set_response_timeout(Some(tail::IDLE_BLOCK + Duration::from_secs(5)));
-    let conn = state
-        .redis_client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let heartbeat = Duration::from_secs(state.api.sse_heartbeat_seconds.max(1));
+    let (slot, conn) = open_stream(&state, &user.id).await?;
+    let keep_alive = keep_alive(&state);
     let stream = tail::Tail::new(state, conn, doc, resume, slot).into_stream();
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
+    Ok(Sse::new(stream).keep_alive(keep_alive))
 }
 
 #[cfg(test)]

@@ -255,6 +255,16 @@ pub fn assert_error(actual: &(StatusCode, Value), status: StatusCode, code: &str
     assert!(actual.1["message"].is_string(), "body: {}", actual.1);
 }
 
+/// Asserts that `path` answers 401 `unauthenticated` without credentials.
+pub async fn assert_needs_sign_in(app: &TestApp, method: Method, path: &str) {
+    let response = app.request(method, path).send().await.unwrap();
+    assert_error(
+        &json_of(response).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+}
+
 pub fn python(script: &str) -> Value {
     json!({ "script": script, "lang": "python" })
 }

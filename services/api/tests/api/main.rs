@@ -11,7 +11,10 @@ mod common;
 
 mod auth;
 mod executions;
+mod notifications;
 mod openapi;
 mod replay;
+mod scripts;
+mod settings;
 mod sse;
 mod web;

@@ -9,19 +9,20 @@ use shared::executions::stream;
 use crate::common::{TestApp, assert_error, json_of, python};
 
 #[derive(Debug, Clone, PartialEq)]
-struct SseEvent {
-    event: String,
-    id: String,
-    data: Value,
+pub struct SseEvent {
+    pub event: String,
+    pub id: String,
+    pub data: Value,
 }
 
-struct SseReader {
+/// Reads a `text/event-stream` response event by event (also used by the notification tests).
+pub struct SseReader {
     response: Response,
     buffer: String,
 }
 
 impl SseReader {
-    fn new(response: Response) -> Self {
+    pub fn new(response: Response) -> Self {
         assert_eq!(response.status(), StatusCode::OK);
         let content_type = response.headers()["content-type"]
             .to_str()
@@ -38,7 +39,7 @@ impl SseReader {
     }
 
     /// The next event (skipping comments), or `None` when the server closed the stream.
-    async fn next(&mut self) -> Option<SseEvent> {
+    pub async fn next(&mut self) -> Option<SseEvent> {
         loop {
             while let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -218,7 +219,7 @@ async fn streams_per_user_are_limited() {
     let id = body["execution_id"].as_str().unwrap().to_owned();
 
     let mut open_streams = Vec::new();
-    for _ in 0..api::state::MAX_STREAMS_PER_USER {
+    for _ in 0..app.config.rate_limit.max_streams_per_user {
         let mut reader = SseReader::new(open(&app, &token, &id, None).await);
         assert_eq!(reader.next().await.unwrap().event, "snapshot");
         open_streams.push(reader);
