@@ -28,36 +28,39 @@ function script(id: string, name: string) {
 }
 
 beforeEach(() => {
-  vi.clearAllMocks();
+  vi.resetAllMocks();
   api.runtimes.mockResolvedValue({ languages: [{ lang: 'python', default_version: '3.11', versions: [{ version: '3.11', file_name: 'main.py', example: 'print(1)' }] }], limits: {} });
   window.location.hash = '';
 });
 afterEach(cleanup);
 
 describe('History page', () => {
-  it('filters, pages forward and back', async () => {
-    api.executions
-      .mockResolvedValueOnce({ items: [summary('a'), summary('b')], next_cursor: 'b' })
-      .mockResolvedValueOnce({ items: [summary('f', 'failed')], next_cursor: null })
-      .mockResolvedValueOnce({ items: [summary('g', 'failed')], next_cursor: 'g' })
-      .mockResolvedValueOnce({ items: [summary('h', 'failed')], next_cursor: null })
-      .mockResolvedValueOnce({ items: [summary('g', 'failed')], next_cursor: 'g' });
+  it('filters as soon as a filter changes, pages forward and back', async () => {
+    // Two pages of failed runs (g then h) and one page of everything.
+    api.executions.mockImplementation(async (query: { status?: string; cursor?: string }) => {
+      if (query.status !== 'failed') return { items: [summary('a'), summary('b')], next_cursor: null };
+      return query.cursor === 'g'
+        ? { items: [summary('h', 'failed')], next_cursor: null }
+        : { items: [summary('g', 'failed')], next_cursor: 'g' };
+    });
     render(History);
     await waitFor(() => expect(screen.getAllByTestId('history-row')).toHaveLength(2));
     expect(api.executions).toHaveBeenLastCalledWith({ status: undefined, lang: undefined, cursor: undefined, limit: '20' });
-
-    await userEvent.selectOptions(screen.getByTestId('filter-status'), 'failed');
-    await userEvent.click(screen.getByRole('button', { name: 'Apply' }));
-    await waitFor(() => expect(api.executions).toHaveBeenLastCalledWith({ status: 'failed', lang: undefined, cursor: undefined, limit: '20' }));
     expect(screen.getByRole('button', { name: 'Older' })).toBeDisabled();
 
-    await userEvent.click(screen.getByRole('button', { name: 'Apply' }));
-    await waitFor(() => expect(screen.getByRole('button', { name: 'Older' })).toBeEnabled());
-    await userEvent.click(screen.getByRole('button', { name: 'Older' }));
-    await waitFor(() => expect(api.executions).toHaveBeenLastCalledWith({ status: 'failed', lang: undefined, cursor: 'g', limit: '20' }));
-    await userEvent.click(screen.getByRole('button', { name: 'Newer' }));
+    await userEvent.selectOptions(screen.getByTestId('filter-status'), 'failed');
     await waitFor(() => expect(api.executions).toHaveBeenLastCalledWith({ status: 'failed', lang: undefined, cursor: undefined, limit: '20' }));
-    expect(screen.getByRole('link', { name: 'Open run g' })).toHaveAttribute('href', '#/editor?execution=g');
+    await waitFor(() => expect(screen.getByRole('button', { name: 'Older' })).toBeEnabled());
+    expect(screen.getByRole('button', { name: 'Newer' })).toBeDisabled();
+
+    await userEvent.click(screen.getByRole('button', { name: 'Older' }));
+    await waitFor(() => expect(screen.getByRole('link', { name: 'Open run h' })).toBeInTheDocument());
+    expect(api.executions).toHaveBeenLastCalledWith({ status: 'failed', lang: undefined, cursor: 'g', limit: '20' });
+    expect(screen.getByRole('button', { name: 'Older' })).toBeDisabled();
+
+    await userEvent.click(screen.getByRole('button', { name: 'Newer' }));
+    await waitFor(() => expect(screen.getByRole('link', { name: 'Open run g' })).toHaveAttribute('href', '#/editor?execution=g'));
+    expect(api.executions).toHaveBeenLastCalledWith({ status: 'failed', lang: undefined, cursor: undefined, limit: '20' });
   });
 
   it('says so when nothing matches', async () => {
@@ -102,5 +105,21 @@ describe('Scripts page', () => {
     await userEvent.click(screen.getByRole('button', { name: 'Open uno in the editor' }));
     expect(workspace.draft).toMatchObject({ scriptId: 's1', scriptName: 'uno', script: 'print("uno")', lang: 'python' });
     expect(window.location.hash).toBe('#/editor');
+  });
+});
+
+describe('History page answers', () => {
+  it('keeps the answer of the latest request when an older one comes late', async () => {
+    let releaseFirst: (page: unknown) => void = () => undefined;
+    api.executions
+      .mockImplementationOnce(() => new Promise((resolve) => (releaseFirst = resolve)))
+      .mockResolvedValueOnce({ items: [summary('new', 'failed')], next_cursor: null });
+    render(History);
+    await userEvent.selectOptions(screen.getByTestId('filter-status'), 'failed');
+    await waitFor(() => expect(screen.getByRole('link', { name: 'Open run new' })).toBeInTheDocument());
+    releaseFirst({ items: [summary('stale')], next_cursor: null });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(screen.queryByRole('link', { name: 'Open run stale' })).toBeNull();
+    expect(screen.getByRole('link', { name: 'Open run new' })).toBeInTheDocument();
   });
 });
