@@ -39,7 +39,15 @@ pub async fn publish(
             Err(error) => failure = Some(error),
         }
     }
-    store.pull_outbox(id, published).await?;
+    // Off the critical path: if the clean-up is lost, the re-publisher sends the events again
+    // (same event ids) and clears them then.
+    let store = store.clone();
+    let saga_id = id.to_owned();
+    tokio::spawn(async move {
+        if let Err(error) = store.pull_outbox(&saga_id, published).await {
+            tracing::debug!(%saga_id, %error, "outbox clean-up failed; the re-publisher retries it");
+        }
+    });
     match failure {
         Some(error) => Err(error.into()),
         None => Ok(()),

@@ -244,6 +244,8 @@ impl SagaStore {
                 .options(IndexOptions::builder().name(name.to_owned()).build())
                 .build()
         };
+        // Every saga write rewrites its index entries, so only what the queries need: all of
+        // them select by `state` (queued, active, overdue among the few active ones).
         shared::mongo::ensure_indexes(
             db,
             SAGAS_COLLECTION,
@@ -252,8 +254,6 @@ impl SagaStore {
                     doc! { "state": 1, "priority": -1, "enqueued_at": 1 },
                     "state_priority_enqueued",
                 ),
-                index(doc! { "user_id": 1, "state": 1 }, "user_state"),
-                index(doc! { "state": 1, "deadline_at": 1 }, "state_deadline"),
                 IndexModel::builder()
                     .keys(doc! { "outbox_at": 1 })
                     .options(
