@@ -204,16 +204,7 @@ async fn every_dashboard_metric_is_exported_after_an_execution() {
     loop {
         let mut scraped = BTreeSet::new();
         for name in SERVICES {
-            let text = stack
-                .client
-                .get(format!("http://127.0.0.1:{}/metrics", stack.port(name)))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            exposed(&text, &mut scraped);
+            exposed(&stack.metrics(name).await, &mut scraped);
         }
         let missing: Vec<_> = used
             .iter()

@@ -194,4 +194,16 @@ impl Stack {
     pub fn api(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port("api"))
     }
+
+    /// The Prometheus text a service serves on `/metrics`.
+    pub async fn metrics(&self, name: &str) -> String {
+        self.client
+            .get(format!("http://127.0.0.1:{}/metrics", self.port(name)))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
