@@ -75,3 +75,13 @@ describe('typed calls', () => {
     expect(() => fill('/api/v1/scripts/{id}', {})).toThrow('missing path parameter id');
   });
 });
+
+describe('describeError', () => {
+  it('words each kind of failure for the user', async () => {
+    const { describeError } = await import('../src/lib/api/client');
+    expect(describeError(new ApiError(429, 'rate_limited', 'slow down', 2))).toBe('slow down (try again in 2s)');
+    expect(describeError(new TypeError('Failed to fetch'))).toBe('Could not reach the server');
+    expect(describeError(new Error('boom'))).toBe('boom');
+    expect(describeError('odd')).toBe('odd');
+  });
+});

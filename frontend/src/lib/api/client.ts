@@ -103,3 +103,11 @@ export async function request<T>(method: string, path: string, body?: unknown, q
   const text = await response.text();
   return (text ? JSON.parse(text) : undefined) as T;
 }
+
+/** A sentence for the user about any failure of a call. */
+export function describeError(error: unknown): string {
+  if (error instanceof ApiError) return error.describe();
+  // fetch rejects with a TypeError when the server cannot be reached at all.
+  if (error instanceof TypeError) return 'Could not reach the server';
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,6 +1,6 @@
 // The notification bell: a page of notifications, the unread count, and live ones over SSE.
 import { api as realApi } from '../api';
-import { ApiError } from '../api/client';
+import { describeError } from '../api/client';
 import type { Notification, UnreadCount } from '../api/types';
 import { openStream as realOpenStream, type SseEvent, type StreamHandle, type StreamOptions } from '../sse';
 
@@ -30,7 +30,7 @@ export class NotificationStore {
       this.nextCursor = page.next_cursor ?? null;
       this.error = null;
     } catch (error) {
-      this.error = error instanceof ApiError ? error.describe() : String(error);
+      this.error = describeError(error);
     }
   }
 
@@ -85,7 +85,7 @@ export class NotificationStore {
     } catch (error) {
       item.read = false;
       this.unread += 1;
-      this.error = error instanceof ApiError ? error.describe() : String(error);
+      this.error = describeError(error);
     }
   }
 

@@ -1,7 +1,7 @@
 // One execution as the editor shows it: submit, follow its SSE stream (resuming after drops),
 // the status timeline, live output split into ANSI-styled segments, and the final result.
 import { api as realApi } from '../api';
-import { ApiError } from '../api/client';
+import { ApiError, describeError } from '../api/client';
 import { isTerminal, type ExecutionStatus, type ExecutionView, type OutputEvent, type StatusEvent, type SubmitRequest } from '../api/types';
 import { AnsiParser, type Segment } from '../ansi';
 import { openStream as realOpenStream, type SseEvent, type StreamHandle, type StreamOptions } from '../sse';
@@ -79,7 +79,7 @@ export class RunStore {
       this.follow(accepted.execution_id);
       return accepted.execution_id;
     } catch (error) {
-      this.error = error instanceof ApiError ? error.describe() : String(error);
+      this.error = describeError(error);
       return null;
     } finally {
       this.submitting = false;
@@ -101,7 +101,7 @@ export class RunStore {
         if (!current()) return;
         this.connection = state;
         if (state === 'closed' && detail?.error && this.result === null) {
-          this.error = detail.error instanceof ApiError ? detail.error.describe() : detail.error.message;
+          this.error = describeError(detail.error);
         }
       },
     });
@@ -132,7 +132,7 @@ export class RunStore {
     } catch (error) {
       this.cancelling = false;
       if (!(error instanceof ApiError && error.code === 'already_finished')) {
-        this.error = error instanceof ApiError ? error.describe() : String(error);
+        this.error = describeError(error);
       }
     }
   }

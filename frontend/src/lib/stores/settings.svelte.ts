@@ -1,6 +1,6 @@
 // The user's settings, stored on the server; the theme is applied to <html data-theme>.
 import { api as realApi } from '../api';
-import { ApiError } from '../api/client';
+import { describeError } from '../api/client';
 import type { Settings, Theme } from '../api/types';
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -43,7 +43,7 @@ export class SettingsStore {
       this.loaded = true;
       this.error = null;
     } catch (error) {
-      this.error = error instanceof ApiError ? error.describe() : String(error);
+      this.error = describeError(error);
     }
     this.apply();
   }
@@ -61,7 +61,7 @@ export class SettingsStore {
     } catch (error) {
       this.value = previous;
       this.apply();
-      this.error = error instanceof ApiError ? error.describe() : String(error);
+      this.error = describeError(error);
       return false;
     } finally {
       this.saving = false;
