@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::{Env, event_at, outputs};
+use event_replay::{EventStore, SkipReplays};
 use shared::events::{Event, EventPayload, EventType, ExecutorRef, topic_for};
 use shared::kafka::{ConsumerSettings, Handler, HandlerError, InboundMessage, run_consumer};
 use shared::replay::{
-    ORIGINAL_EVENT_HEADER, ReplayFilter, ReplayState, ReplayTarget, SESSION_HEADER,
-    SIDE_EFFECTS_HEADER, replayed_event_id,
+    EVENTS_COLLECTION, ORIGINAL_EVENT_HEADER, ReplayFilter, ReplayState, ReplayTarget,
+    SESSION_HEADER, SIDE_EFFECTS_HEADER, replay_copy, replay_headers, replayed_event_id,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -310,5 +311,38 @@ async fn consumers_skip_replayed_commands_unless_the_session_allows_side_effects
     engine.stop().await;
     shutdown.cancel();
     consumer.await.unwrap().unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_store_keeps_no_replayed_copies() {
+    let env = Env::new().await;
+    let original = outputs("exec-x", 1, 0, Utc::now()).remove(0);
+    let session = Uuid::now_v7();
+    let copy = replay_copy(&original, session);
+    let message = |event: &Event, headers: Vec<(String, Vec<u8>)>| InboundMessage {
+        topic: topic_for(&env.config.kafka.topic_prefix, event.event_type()),
+        partition: 0,
+        offset: 0,
+        key: Some(event.aggregate_id.clone().into_bytes()),
+        payload: Some(event.to_json().unwrap()),
+        headers,
+        timestamp_ms: None,
+    };
+    // Even a copy that may run side effects reaches the store's handler, which must skip it.
+    let store = SkipReplays(Arc::new(EventStore::new(&env.db)));
+    let headers = replay_headers(&session.to_string(), &original, &copy, true);
+    store.handle(&message(&copy, headers.0)).await.unwrap();
+    store.handle(&message(&original, vec![])).await.unwrap();
+    let ids: Vec<String> = env
+        .db
+        .collection::<mongodb::bson::Document>(EVENTS_COLLECTION)
+        .distinct("_id", mongodb::bson::doc! {})
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, [original.event_id.to_string()]);
     env.cleanup().await;
 }
