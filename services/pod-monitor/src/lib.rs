@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use shared::app::{Components, ServiceContext};
 use shared::config::RuntimeKind;
 
-pub use kube::KubeMonitor;
+pub use kube::{KubeMonitor, PERMISSIONS as KUBE_PERMISSIONS};
 pub use monitor::Monitor;
 
 pub const SERVICE_NAME: &str = "pod-monitor";

@@ -40,6 +40,13 @@ use crate::monitor::new_event;
 use assess::{Finish, Observed, assess, terminal_payload, terminated_reason};
 use output::{Captured, Chunker, log_params, read_log};
 
+/// Every (resource, verbs) this watcher uses in the executor namespace; `k8s/executors/rbac.yaml`
+/// grants exactly these (checked by a test).
+pub const PERMISSIONS: &[(&str, &[&str])] = &[
+    ("pods", &["delete", "list", "patch", "watch"]),
+    ("pods/log", &["get"]),
+];
+
 const GONE: u16 = 410;
 const NOT_FOUND: u16 = 404;
 /// After a failed list, wait this long (doubling up to the maximum) before the next.
