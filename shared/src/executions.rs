@@ -98,6 +98,12 @@ pub struct ExecutionDoc {
     /// Agent executions: what the agent reported, stored with the terminal result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_result: Option<crate::agents::AgentReport>,
+    /// The api's outbox: the `execution_requested` event (JSON) until Kafka acknowledged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<String>,
+    /// Set with `outbox`; a sparse index finds executions whose announcement is overdue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_at: Option<bson::DateTime>,
 }
 
 impl ExecutionDoc {
@@ -138,6 +144,8 @@ impl ExecutionDoc {
                 .as_ref()
                 .map(crate::agents::AgentSummary::from),
             agent_result: None,
+            outbox: None,
+            outbox_at: None,
         }
     }
 }

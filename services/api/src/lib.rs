@@ -39,7 +39,15 @@ pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
     let infra = context.infra;
     let state = AppState::new(&context.config, infra.producer, infra.mongo, infra.redis)?;
     setup::prepare(&state).await?;
-    Ok(Components::default().with_routes(router(state)))
+    let relay = executions::relay::run(
+        state.db.clone(),
+        state.producer.clone(),
+        state.execution_updates.clone(),
+        context.lifecycle.shutdown_token(),
+    );
+    Ok(Components::default()
+        .with_routes(router(state))
+        .spawn("request-relay", relay))
 }
 
 /// Routes that answer within the request timeout.

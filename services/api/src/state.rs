@@ -43,7 +43,10 @@ pub struct Inner {
     pub providers: crate::executions::agent::Providers,
     pub jwt: JwtKey,
     pub streams: StreamLimiter,
+    pub rate_limiter: crate::ratelimit::RateLimiter,
     pub token_cache: crate::auth::token_cache::TokenCache,
+    /// Small updates of `executions` (the api's outbox marks), batched.
+    pub execution_updates: shared::mongo::batch::UpdateBatcher,
     /// A real argon2id hash to verify against when the user does not exist, so an unknown user
     /// costs the same time as a wrong password.
     pub(crate) dummy_hash: tokio::sync::OnceCell<String>,
@@ -78,6 +81,12 @@ impl AppState {
         }
         let redis_client =
             redis::Client::open(config.redis.url.expose_secret()).map_err(StateError::RedisUrl)?;
+        let execution_updates = shared::mongo::batch::UpdateBatcher::spawn(
+            db.clone(),
+            shared::executions::EXECUTIONS_COLLECTION,
+            256,
+        );
+        let rate_limiter = crate::ratelimit::RateLimiter::new(config, &db);
         Ok(Self(Arc::new(Inner {
             api: config.api.clone(),
             limits: config.limits.clone(),
@@ -90,7 +99,9 @@ impl AppState {
             providers: crate::executions::agent::Providers::new(&config.agents),
             jwt: JwtKey::new(secret.as_bytes()).map_err(|_| StateError::JwtKey)?,
             streams: StreamLimiter::new(config.rate_limit.max_streams_per_user),
+            rate_limiter,
             token_cache: crate::auth::token_cache::TokenCache::default(),
+            execution_updates,
             dummy_hash: tokio::sync::OnceCell::new(),
         })))
     }

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod history;
 pub mod idempotency;
 pub mod list;
+pub mod relay;
 pub mod routes;
 pub mod store;
 pub mod submit;

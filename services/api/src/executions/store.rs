@@ -1,9 +1,9 @@
 //! The `executions` collection, as the api uses it.
 
-use bson::{Document, doc};
+use bson::doc;
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
-use shared::events::{ErrorType, ExecutionStatus};
+
 use shared::executions::{EXECUTIONS_COLLECTION, ExecutionDoc};
 
 use crate::error::ApiError;
@@ -33,6 +33,7 @@ pub fn indexes() -> Vec<IndexModel> {
                     .build(),
             )
             .build(),
+        super::relay::index(),
     ]
 }
 
@@ -63,23 +64,6 @@ pub async fn release_key(db: &Database, id: &str, key: &str) -> Result<(), ApiEr
             doc! { "_id": id, "idempotency_key": key },
             doc! { "$unset": { "idempotency_key": "" } },
         )
-        .await?;
-    Ok(())
-}
-
-/// The contract's exception to "only result-processor updates": an execution whose request never
-/// reached Kafka will never get a result, so the api ends it itself (still forward only).
-pub async fn mark_publish_failed(db: &Database, id: &str) -> Result<(), ApiError> {
-    let status = bson::to_bson(&ExecutionStatus::Failed)?;
-    let error_type = bson::to_bson(&ErrorType::SystemError)?;
-    let set: Document = doc! {
-        "status": status,
-        "error_type": error_type,
-        "error_message": "the execution could not be queued",
-        "finished_at": bson::DateTime::now(),
-    };
-    collection(db)
-        .update_one(doc! { "_id": id, "status": "queued" }, doc! { "$set": set })
         .await?;
     Ok(())
 }

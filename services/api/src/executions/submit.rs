@@ -172,17 +172,27 @@ pub async fn submit(
         store::release_key(&state.db, &found.id, key).await?;
     }
 
-    if let Some(agent) = &request.agent {
-        super::agent::reserve_daily_budget(&state, &user.id, agent).await?;
-    }
     let (id, created_at) = new_id();
-    let doc = ExecutionDoc::queued(
+    if let Some(agent) = &request.agent {
+        super::agent::reserve_daily_budget(&state, &user.id, agent, created_at).await?;
+    }
+    let mut doc = ExecutionDoc::queued(
         id.clone(),
         user.id.clone(),
         &request,
         key.clone(),
         created_at,
     );
+    // The announcement is stored with the execution (the outbox, see `relay`), so no crash or
+    // Kafka outage can leave an accepted execution that nobody will ever run.
+    let event = Event::new(
+        id.clone(),
+        EventPayload::ExecutionRequested(request),
+        EventMetadata::new(crate::SERVICE_NAME, Some(user.id.clone())),
+    );
+    let (outbox, outbox_at) = super::relay::mark(&event).map_err(ApiError::internal)?;
+    doc.outbox = Some(outbox);
+    doc.outbox_at = Some(outbox_at);
     match store::collection(&state.db).insert_one(&doc).await {
         Ok(_) => {}
         // A concurrent request with the same key won the insert; answer with its execution
@@ -197,15 +207,13 @@ pub async fn submit(
         Err(error) => return Err(error.into()),
     }
 
-    let event = Event::new(
-        id.clone(),
-        EventPayload::ExecutionRequested(request),
-        EventMetadata::new(crate::SERVICE_NAME, Some(user.id)),
-    );
-    if let Err(error) = state.producer.publish(&event).await {
-        tracing::error!(execution_id = %id, error.cause_chain = %shared::errors::display_chain(&error), "publishing execution_requested failed");
-        store::mark_publish_failed(&state.db, &id).await?;
-        return Err(ApiError::queue_unavailable());
+    match state.producer.publish(&event).await {
+        Ok(_) => super::relay::clear_mark(&state.execution_updates, &id),
+        // Accepted all the same: the execution is stored with its announcement, which the relay
+        // publishes once Kafka takes it.
+        Err(error) => {
+            tracing::warn!(execution_id = %id, error.cause_chain = %shared::errors::display_chain(&error), "publishing execution_requested failed; the relay will retry");
+        }
     }
     tracing::info!(execution_id = %id, "execution queued");
     Ok((

@@ -13,6 +13,8 @@ mod auth;
 mod executions;
 mod notifications;
 mod openapi;
+mod ratelimit;
+mod outbox;
 mod replay;
 mod scripts;
 mod settings;
