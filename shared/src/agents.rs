@@ -179,6 +179,120 @@ pub fn daily_spend_key(key_prefix: &str, user_id: &str, day: &str) -> String {
     format!("{key_prefix}agent_spend:{user_id}:{day}")
 }
 
+/// Seconds a day's spend key (and a settlement marker) lives: past the day, so a late settlement
+/// still finds it.
+const SPEND_TTL_SECONDS: i64 = 2 * 24 * 3600;
+
+/// Reserves `reserve` against `budget` for the day, unless the day is spent or it would not fit.
+const RESERVE: &str = r"
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local reserve = tonumber(ARGV[1])
+local budget = tonumber(ARGV[2])
+if spent >= budget or spent + reserve > budget then return {0, spent} end
+redis.call('INCRBY', KEYS[1], reserve)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, spent + reserve}
+";
+
+/// Replaces a run's reservation by its reported cost, once per execution (the marker), and only
+/// on a day that has a spend key (no daily budget, nothing reserved).
+const SETTLE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+return 1
+";
+
+/// The per-user daily agent budget in Redis: reserved by the api before a run is queued,
+/// settled by result-processor when the run's cost is known.
+#[derive(Clone)]
+pub struct SpendLedger {
+    redis: redis::aio::ConnectionManager,
+    key_prefix: String,
+}
+
+impl std::fmt::Debug for SpendLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpendLedger")
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reservation that did not fit: what the day has spent or reserved so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverBudget {
+    pub spent: Usd,
+}
+
+impl SpendLedger {
+    pub fn new(redis: redis::aio::ConnectionManager, key_prefix: impl Into<String>) -> Self {
+        Self {
+            redis,
+            key_prefix: key_prefix.into(),
+        }
+    }
+
+    /// Reserves `reserve` of `user_id`'s `budget` for `day` (`YYYY-MM-DD`), atomically.
+    pub async fn reserve(
+        &self,
+        user_id: &str,
+        day: &str,
+        reserve: Usd,
+        budget: Usd,
+    ) -> redis::RedisResult<Result<(), OverBudget>> {
+        let (granted, spent): (i64, i64) = redis::Script::new(RESERVE)
+            .key(daily_spend_key(&self.key_prefix, user_id, day))
+            .arg(reserve.micros)
+            .arg(budget.micros)
+            .arg(SPEND_TTL_SECONDS)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        let spent = Usd {
+            micros: u64::try_from(spent).unwrap_or(0),
+        };
+        Ok(if granted == 1 {
+            Ok(())
+        } else {
+            Err(OverBudget { spent })
+        })
+    }
+
+    /// Corrects `day`'s spend by the run's reported cost minus what was reserved for it. Without
+    /// a reported cost the reservation stands (what was not measured is not refunded).
+    pub async fn settle(
+        &self,
+        execution_id: &str,
+        user_id: &str,
+        day: &str,
+        reserved: Option<Usd>,
+        cost: Option<Usd>,
+    ) -> redis::RedisResult<()> {
+        let Some(cost) = cost else { return Ok(()) };
+        let reserved = reserved.unwrap_or_default().micros;
+        let delta = i64::try_from(cost.micros)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(reserved).unwrap_or(i64::MAX));
+        if delta == 0 {
+            return Ok(());
+        }
+        let marker = format!("{}agent_settled:{execution_id}", self.key_prefix);
+        let _settled: i64 = redis::Script::new(SETTLE)
+            .key(daily_spend_key(&self.key_prefix, user_id, day))
+            .key(marker)
+            .arg(delta)
+            .arg(SPEND_TTL_SECONDS)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(())
+    }
+}
+
+/// The UTC day of a time, as the daily budget keys spell it.
+pub fn budget_day(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d").to_string()
+}
+
 /// Counts a finished agent run's tokens and cost (call once per stored result).
 pub fn record_usage(provider: &str, report: &AgentReport) {
     let provider = provider.to_owned();

@@ -173,9 +173,14 @@ impl ResultHandler {
             // Counted here, once per stored result (a redelivered event finds it published).
             ::metrics::counter!(metrics::RESULTS_STORED, "status" => status_name(status), "lang" => doc.lang.clone())
                 .increment(1);
-            if let Some(report) = &doc.agent_result {
+            if let (Some(request), Some(report)) = (&doc.agent, &doc.agent_result) {
                 // The provider is the agent execution's `lang_version`.
                 shared::agents::record_usage(&doc.lang_version, report);
+                let day = shared::agents::budget_day(doc.created_at.to_chrono());
+                processor
+                    .spend
+                    .settle(&doc.id, &doc.user_id, &day, request.max_cost_usd, report.cost_usd)
+                    .await?;
             }
             if let Some(finished) = doc.finished_at {
                 let ms = finished.timestamp_millis() - doc.created_at.timestamp_millis();

@@ -47,6 +47,8 @@ pub struct Processor {
     pub stream: StreamWriter,
     pub producer: EventProducer,
     pub notifier: notify::Notifier,
+    /// Settles agent runs' reservations against the users' daily budgets.
+    pub spend: shared::agents::SpendLedger,
     /// The consumer loop's `kafka.retry.max_attempts`: after it, a message is dead-lettered.
     pub max_attempts: u32,
 }
@@ -62,6 +64,7 @@ impl Processor {
             store: ExecutionStore::new(db),
             stream: StreamWriter::new(redis.clone(), config.redis.key_prefix.clone()),
             producer,
+            spend: shared::agents::SpendLedger::new(redis.clone(), config.redis.key_prefix.clone()),
             notifier: notify::Notifier::new(db, redis, config.redis.key_prefix.clone()),
             max_attempts: config.kafka.retry.max_attempts,
         }

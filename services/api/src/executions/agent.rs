@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use shared::agents::{
-    AGENT_LANG, AgentRequest, Usd, WorkspaceError, WorkspaceFile, check_workspace, daily_spend_key,
+    AGENT_LANG, AgentRequest, OverBudget, SpendLedger, Usd, WorkspaceError, WorkspaceFile,
+    budget_day, check_workspace,
 };
 use shared::config::{AgentsConfig, LimitsConfig, ProviderConfig};
 use shared::events::{ExecutionLimits, ExecutionRequested};
@@ -18,8 +19,6 @@ use crate::state::AppState;
 
 const MAX_PRIORITY: u8 = 9;
 const MAX_MODEL_BYTES: usize = 128;
-/// A day's spend key outlives the day, so a late settlement still finds it.
-const SPEND_TTL_SECONDS: i64 = 2 * 24 * 3600;
 
 /// The body of `POST /api/v1/execute`: a script (the default, `kind` absent or `"script"`) or an
 /// agent run (`kind: "agent"`).
@@ -276,53 +275,31 @@ fn limits(limits: &LimitsConfig, provider: &ProviderConfig, timeout: u64) -> Exe
     }
 }
 
-/// Reserves the execution's cost cap against the user's budget for today (UTC), atomically;
-/// refuses with 429 `daily_budget_exceeded` when it would not fit. A run without a cost cap
-/// reserves nothing but is still refused once the day's budget is spent.
+/// Reserves the execution's cost cap against the user's budget for the day it was created (UTC),
+/// atomically; refuses with 429 `daily_budget_exceeded` when it would not fit. A run without a
+/// cost cap reserves nothing but is still refused once the day's budget is spent.
+/// result-processor settles the reservation against the reported cost.
 pub async fn reserve_daily_budget(
     state: &AppState,
     user_id: &str,
     request: &AgentRequest,
+    created_at: bson::DateTime,
 ) -> Result<(), ApiError> {
     let budget = Usd::from_dollars(state.providers.config.daily_budget_usd);
     if budget.micros == 0 {
         return Ok(());
     }
-    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let key = daily_spend_key(&state.redis_key_prefix, user_id, &day);
-    let reserve = request.max_cost_usd.map_or(0, |c| c.micros);
-    let script = redis::Script::new(
-        r"
-        local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
-        local reserve = tonumber(ARGV[1])
-        if spent + reserve > tonumber(ARGV[2]) or spent >= tonumber(ARGV[2]) then
-            return {0, spent}
-        end
-        redis.call('INCRBY', KEYS[1], reserve)
-        redis.call('EXPIRE', KEYS[1], ARGV[3])
-        return {1, spent + reserve}
-        ",
-    );
-    let mut redis = state.redis.clone();
-    let (granted, spent): (i64, i64) = script
-        .key(&key)
-        .arg(reserve)
-        .arg(budget.micros)
-        .arg(SPEND_TTL_SECONDS)
-        .invoke_async(&mut redis)
-        .await?;
-    if granted == 1 {
+    let reserve = request.max_cost_usd.unwrap_or_default();
+    let ledger = SpendLedger::new(state.redis.clone(), state.redis_key_prefix.clone());
+    let day = budget_day(created_at.to_chrono());
+    let Err(OverBudget { spent }) = ledger.reserve(user_id, &day, reserve, budget).await? else {
         return Ok(());
-    }
-    let spent = Usd {
-        micros: u64::try_from(spent).unwrap_or(0),
     };
     Err(ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "daily_budget_exceeded",
         format!(
-            "today's agent budget is {budget}; {spent} is spent or reserved and this run may cost up to {}",
-            Usd { micros: reserve }
+            "today's agent budget is {budget}; {spent} is spent or reserved and this run may cost up to {reserve}"
         ),
     )
     .with_field("budget_usd", budget.dollars())
