@@ -179,7 +179,13 @@ impl ResultHandler {
                 let day = shared::agents::budget_day(doc.created_at.to_chrono());
                 processor
                     .spend
-                    .settle(&doc.id, &doc.user_id, &day, request.max_cost_usd, report.cost_usd)
+                    .settle(
+                        &doc.id,
+                        &doc.user_id,
+                        &day,
+                        request.max_cost_usd,
+                        report.cost_usd,
+                    )
                     .await?;
             }
             if let Some(finished) = doc.finished_at {
