@@ -346,3 +346,21 @@ async fn the_event_store_keeps_no_replayed_copies() {
     assert_eq!(ids, [original.event_id.to_string()]);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_speed_multiplier_keeps_the_original_gaps_shortened() {
+    let env = Env::new().await;
+    let base = Utc::now() - chrono::Duration::minutes(5);
+    // Five events spread over 2 s, replayed four times faster: at least 500 ms.
+    env.store(&outputs("exec-v", 5, 500, base)).await;
+    let engine = env.engine("speed");
+    let started = std::time::Instant::now();
+    let session = env
+        .running_session(only("exec-v"), ReplayTarget::SessionTopic, 4.0, false)
+        .await;
+    assert_eq!(env.completed(&session.id).await.progress.replayed, 5);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(480), "took only {took:?}");
+    engine.stop().await;
+    env.cleanup().await;
+}
