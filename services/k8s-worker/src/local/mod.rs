@@ -79,6 +79,7 @@ impl LocalRuntime {
             "creating {}",
             staging_root.display()
         )))?;
+        prune_tombstones(&staging_root, TOMBSTONE_TTL);
         let runner = cwd.join(&config.runner_path);
         if !runner.is_file() {
             return Err(RuntimeError::Unavailable(format!(
@@ -323,6 +324,7 @@ impl ExecutorRuntime for LocalRuntime {
         let dir = self.state_dir(execution_id);
         let paths = StatePaths::new(&dir);
         if !dir.is_dir() {
+            prune_tombstones(&self.staging_root, TOMBSTONE_TTL);
             let body = serde_json::json!({ "reason": reason, "at": chrono::Utc::now() });
             return write_atomically(&self.tombstone(execution_id), body.to_string().as_bytes());
         }
@@ -345,6 +347,33 @@ impl ExecutorRuntime for LocalRuntime {
             tracing::debug!(pid, "runner already gone");
         }
         Ok(())
+    }
+}
+
+/// A tombstone only has to outlive the create it stops, which the saga gives up on long before
+/// this (timeout + executor grace); older ones are removed so they do not pile up.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes tombstones older than `ttl` from `staging_root` (best effort: a failure only leaves
+/// a small file behind).
+fn prune_tombstones(staging_root: &Path, ttl: Duration) {
+    let Ok(entries) = std::fs::read_dir(staging_root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "deleted") {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > ttl);
+        if old && let Err(error) = std::fs::remove_file(&path) {
+            tracing::debug!(path = %path.display(), %error, "removing an old tombstone failed");
+        }
     }
 }
 
@@ -382,4 +411,26 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(RuntimeError::io(format!("writing {}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(RuntimeError::io(format!("renaming {}", path.display())))
+}
+
+#[cfg(test)]
+mod tombstone_tests {
+    use super::*;
+
+    #[test]
+    fn only_tombstones_older_than_the_ttl_are_removed() {
+        let root = std::env::temp_dir().join(format!("kiln-tombstones-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&root).unwrap();
+        let tombstone = root.join("a.deleted");
+        let other = root.join("b.json");
+        std::fs::write(&tombstone, b"{}").unwrap();
+        std::fs::write(&other, b"{}").unwrap();
+        prune_tombstones(&root, Duration::from_secs(3600));
+        assert!(tombstone.exists(), "a fresh tombstone stays");
+        std::thread::sleep(Duration::from_millis(20));
+        prune_tombstones(&root, Duration::from_millis(1));
+        assert!(!tombstone.exists(), "an old tombstone goes");
+        assert!(other.exists(), "other files are left alone");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
