@@ -85,11 +85,14 @@ impl ReplayEngine {
             match self.sessions.claim().await {
                 Ok(Some(session)) => {
                     let id = session.id.clone();
-                    if let Err(error) = runner.run(session).await {
-                        // Store or Kafka trouble: the lease runs out and a run resumes later.
-                        tracing::warn!(session_id = %id, error.cause_chain = %shared::errors::display_chain(&error), "replay run interrupted");
+                    match runner.run(session).await {
+                        Ok(()) => continue,
+                        // Store or Kafka trouble: wait a poll interval, then claim again (the
+                        // lease was given back, or runs out).
+                        Err(error) => {
+                            tracing::warn!(session_id = %id, error.cause_chain = %shared::errors::display_chain(&error), "replay run interrupted");
+                        }
                     }
-                    continue;
                 }
                 Ok(None) => {}
                 Err(error) => {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::sessions::{SessionError, SessionStore, Standing};
 
-/// Publishing one copy is retried this many times before the session fails.
+/// Publishing one copy is tried this many times before the run stops (and resumes later).
 const PUBLISH_ATTEMPTS: u32 = 5;
 /// Progress is saved at least this often, so pause and cancel act quickly.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,6 +43,9 @@ pub(super) enum RunError {
     Session(#[from] SessionError),
     #[error("reading the event store failed")]
     Store(#[from] mongodb::error::Error),
+    /// Kafka is unreachable: progress is saved and the lease given back; a later claim goes on.
+    #[error("{0}")]
+    Kafka(String),
     /// The session cannot go on; it is marked failed with this message.
     #[error("{0}")]
     Broken(String),
@@ -96,6 +99,12 @@ impl Runner<'_> {
                     .await?;
                 Ok(())
             }
+            Err(RunError::Kafka(message)) => {
+                if let Err(error) = self.stop(&cursor).await {
+                    tracing::warn!(session_id = %session.id, error.cause_chain = %display_chain(&error), "saving progress after a Kafka failure failed");
+                }
+                Err(RunError::Kafka(message))
+            }
             other => other,
         }
     }
@@ -108,7 +117,9 @@ impl Runner<'_> {
                 let topic = session_topic(self.producer.topic_prefix(), &session.id);
                 ensure_topics_named(self.kafka, std::slice::from_ref(&topic))
                     .await
-                    .map_err(|e| RunError::Broken(format!("creating {topic}: {e}")))?;
+                    .map_err(|e| {
+                        RunError::Kafka(format!("creating {topic}: {}", display_chain(&e)))
+                    })?;
                 Some(topic)
             }
             ReplayTarget::OriginalTopics => None,
@@ -234,10 +245,10 @@ impl Runner<'_> {
                     attempt += 1;
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))) => {}
-                        () = self.shutdown.cancelled() => return Err(publish_broken(topic, &error)),
+                        () = self.shutdown.cancelled() => return Err(publish_failed(topic, &error)),
                     }
                 }
-                Err(error) => return Err(publish_broken(topic, &error)),
+                Err(error) => return Err(publish_failed(topic, &error)),
             }
         }
     }
@@ -255,7 +266,7 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Shutdown: keep what was done and let any instance go on from here.
+    /// Shutdown or a Kafka failure: keep what was done and let any instance go on from here.
     async fn stop(&self, cursor: &Cursor) -> Result<(), RunError> {
         if let Standing::Running = self
             .sessions
@@ -264,13 +275,13 @@ impl Runner<'_> {
         {
             self.sessions.release(&cursor.session_id).await?;
         }
-        tracing::info!(session_id = %cursor.session_id, replayed = cursor.progress.replayed, "replay session handed back at shutdown");
+        tracing::info!(session_id = %cursor.session_id, replayed = cursor.progress.replayed, "replay session handed back");
         Ok(())
     }
 }
 
-fn publish_broken(topic: &str, error: &KafkaError) -> RunError {
-    RunError::Broken(format!(
+fn publish_failed(topic: &str, error: &KafkaError) -> RunError {
+    RunError::Kafka(format!(
         "publishing to {topic} failed: {}",
         shared::errors::display_chain(error)
     ))
