@@ -38,6 +38,8 @@ cd "$FRONTEND"
 [[ -d node_modules ]] || npm ci --no-audit --no-fund
 npm run --silent build >/dev/null
 
+# Screenshots of an earlier run (a failure-*.png above all) must not pass for this one.
+rm -rf "$RESULTS/screenshots"
 mkdir -p "$RESULTS/logs"
 id="$(python3 -c 'import uuid; print(uuid.uuid4().hex)')"
 prefix="sys${id}_"
