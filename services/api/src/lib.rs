@@ -14,6 +14,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod pagination;
 pub mod providers;
+pub mod ratelimit;
 pub mod runtimes;
 pub mod scripts;
 pub mod settings;
@@ -61,6 +62,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .merge(settings::routes())
         .merge(notifications::routes())
         .merge(admin::replay::routes())
+        .merge(admin::rate_limits::routes())
 }
 
 /// Server-Sent Event streams: meant to stay open, so no timeout.
@@ -79,14 +81,19 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(stream_routes())
 }
 
-/// Every `/api/v1` route, and the web app for every other path. The request timeout wraps
-/// all routes except the SSE streams.
+/// Every `/api/v1` route, and the web app for every other path. The request timeout and the
+/// rate limits wrap all routes except the SSE streams (capped by count instead).
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.api.request_timeout_seconds.max(1));
-    let bounded = bounded_routes().layer(axum::middleware::from_fn_with_state(
-        timeout,
-        middleware::timeout,
-    ));
+    let bounded = bounded_routes()
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            middleware::timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::enforce,
+        ));
     let (routes, _) = openapi::base()
         .merge(bounded)
         .merge(stream_routes())

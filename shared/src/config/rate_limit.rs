@@ -48,9 +48,9 @@ pub struct RateLimitConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         let routes = [
-            ("POST /api/v1/auth/login", RateRule::new(10, 60)),
-            ("POST /api/v1/auth/register", RateRule::new(5, 3600)),
-            ("POST /api/v1/execute", RateRule::new(30, 60)),
+            ("POST /api/v1/auth/login", RateRule::new(20, 60)),
+            ("POST /api/v1/auth/register", RateRule::new(10, 60)),
+            ("POST /api/v1/execute", RateRule::new(60, 60)),
         ]
         .into_iter()
         .map(|(route, rule)| (route.to_owned(), rule))
@@ -217,7 +217,7 @@ mod tests {
         let config = RateLimitConfig::default();
         assert_eq!(
             config.rule_for("POST /api/v1/execute"),
-            RateRule::new(30, 60)
+            RateRule::new(60, 60)
         );
         assert_eq!(config.rule_for("GET /api/v1/scripts"), config.default);
     }

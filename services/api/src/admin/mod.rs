@@ -1,3 +1,4 @@
 //! `/api/v1/admin/*`: administration routes; each requires the admin role.
 
+pub mod rate_limits;
 pub mod replay;

@@ -100,6 +100,8 @@ async fn login(
     if request.password.len() > validate::MAX_PASSWORD {
         return Err(ApiError::invalid_credentials());
     }
+    let lockout = &state.rate_limiter.lockout;
+    lockout.check(&state.redis, &request.username).await?;
     let user = users::find_by_username(&state.db, &request.username).await?;
     // An unknown user is checked against a dummy hash, so the answer takes as long as for a
     // wrong password and does not reveal which usernames exist.
@@ -110,8 +112,12 @@ async fn login(
     let matches = password::verify(request.password, phc).await?;
     let user = match user {
         Some(user) if matches => user,
-        _ => return Err(ApiError::invalid_credentials()),
+        _ => {
+            lockout.failed(&state.redis, &request.username).await?;
+            return Err(ApiError::invalid_credentials());
+        }
     };
+    lockout.succeeded(&state.redis, &request.username).await?;
 
     let csrf = tokens::random_base64url(32);
     let ttl_seconds = state.api.session_ttl_minutes.saturating_mul(60);
