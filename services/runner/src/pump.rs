@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Sender, SyncSender};
 use std::thread::JoinHandle;
 
 /// How one stream's copy ended.
@@ -22,6 +22,7 @@ pub(crate) fn spawn<T: Send + 'static>(
     mut from: impl Read + Send + 'static,
     mut to: File,
     limit: u64,
+    tap: Option<SyncSender<Vec<u8>>>,
     done: Sender<T>,
     message: T,
 ) -> io::Result<JoinHandle<PumpOutcome>> {
@@ -41,6 +42,11 @@ pub(crate) fn spawn<T: Send + 'static>(
                         break;
                     }
                 };
+                // Every byte, also past the limit, so an agent's final events are still parsed.
+                // Never blocks: a reader that fell behind misses the chunk, the log does not.
+                if let Some(tap) = &tap
+                    && tap.try_send(buf[..n].to_vec()).is_err()
+                {}
                 let room = usize::try_from(limit.saturating_sub(written)).unwrap_or(usize::MAX);
                 let keep = n.min(room);
                 if keep < n {

@@ -208,7 +208,7 @@ fn execute(paths: &StatePaths, result: &mut RunnerResult) -> Result<(), RunError
         }
     }
     if let Some(watcher) = watcher {
-        result.agent = Some(watcher.finish(paths, &spec.cwd));
+        result.agent = Some(watcher.finish(&spec.cwd));
     }
     result.timed_out = supervised.stop == Some(Reason::Deadline);
     result.cancelled = supervised.stop == Some(Reason::Cancelled);
@@ -288,7 +288,11 @@ fn supervise(
     ];
     for (name, pipe, log) in pipes {
         let Some(pipe) = pipe else { continue };
-        match pump::spawn(name, pipe, log, limit, tx.clone(), Event::PumpDone) {
+        let tap = match (name, watcher.as_deref()) {
+            ("stdout", Some(watcher)) => Some(watcher.tap()),
+            _ => None,
+        };
+        match pump::spawn(name, pipe, log, limit, tap, tx.clone(), Event::PumpDone) {
             Ok(handle) => streams.push((name, handle)),
             Err(error) => {
                 setup_error
@@ -330,7 +334,7 @@ fn supervise(
             } else if paths.cancelled().exists() {
                 Some(Reason::Cancelled)
             } else if let Some(watcher) = watcher.as_deref_mut()
-                && watcher.poll(paths).is_some()
+                && watcher.poll().is_some()
             {
                 Some(Reason::Budget)
             } else {

@@ -224,6 +224,7 @@ async fn agents_run_isolated_with_their_diff_usage_budget_and_live_output() {
         .await;
     let cancel = api.submit(agent("say working\nsleep 30\nsay never")).await;
     let failing = api.submit(agent("say trying\nfail 4")).await;
+    let flood = api.submit(agent("flood 200000\nsay survived")).await;
     // A script sees neither the key nor its name, in its environment or any process's.
     let script = api
         .submit(json!({"lang": "bash", "script": "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; echo end"}))
@@ -266,6 +267,12 @@ async fn agents_run_isolated_with_their_diff_usage_budget_and_live_output() {
         (Some("completed"), Some(4)),
         "{failing}"
     );
+
+    // Output beyond the limit is dropped, the agent is not blocked, and it finishes.
+    let flood = api.wait_terminal(&flood, Duration::from_secs(60)).await;
+    assert_eq!(flood["status"], "completed", "{}", flood["error_message"]);
+    assert_eq!(flood["stdout_truncated"], true);
+    assert_eq!(report(&flood)["final_text"], "survived");
 
     let script = api.wait_terminal(&script, Duration::from_secs(60)).await;
     assert_eq!(script["status"], "completed", "{script}");

@@ -4,11 +4,9 @@
 mod parse;
 mod workspace;
 
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use kiln_runner_protocol::StatePaths;
 use kiln_runner_protocol::agent::{AgentReport, AgentWatch};
 
 use parse::Parser;
@@ -20,10 +18,14 @@ pub(crate) struct Watcher {
     watch: AgentWatch,
     parser: Parser,
     before: Snapshot,
-    /// stdout.log, read from where the last poll stopped.
-    log: Option<File>,
+    /// Every chunk of stdout as the pump read it, before the output limit cut anything.
+    tap: (SyncSender<Vec<u8>>, Receiver<Vec<u8>>),
     exceeded: Option<String>,
 }
+
+/// Chunks (of at most 64 KiB) queued for the parser: a bound on the runner's memory when an
+/// agent floods faster than it is parsed.
+const TAP_CHUNKS: usize = 256;
 
 impl Watcher {
     /// Snapshots the workspace; call before the agent starts.
@@ -32,21 +34,20 @@ impl Watcher {
             parser: Parser::new(watch.parser),
             watch: watch.clone(),
             before: Snapshot::take(workspace),
-            log: None,
+            tap: sync_channel(TAP_CHUNKS),
             exceeded: None,
         }
     }
 
-    /// Reads what the agent printed since the last call; `Some(why)` once its budget is spent.
-    pub(crate) fn poll(&mut self, paths: &StatePaths) -> Option<String> {
-        if self.log.is_none() {
-            self.log = File::open(paths.stdout()).ok();
-        }
-        if let Some(log) = self.log.as_mut() {
-            let mut fresh = Vec::new();
-            if log.read_to_end(&mut fresh).is_ok() && !fresh.is_empty() {
-                self.parser.feed(&fresh);
-            }
+    /// Where the stdout pump sends what it reads.
+    pub(crate) fn tap(&self) -> SyncSender<Vec<u8>> {
+        self.tap.0.clone()
+    }
+
+    /// Parses what the agent printed since the last call; `Some(why)` once its budget is spent.
+    pub(crate) fn poll(&mut self) -> Option<String> {
+        while let Ok(chunk) = self.tap.1.try_recv() {
+            self.parser.feed(&chunk);
         }
         if self.exceeded.is_none() {
             self.exceeded = self.over_budget();
@@ -72,8 +73,8 @@ impl Watcher {
     }
 
     /// The report, once the agent and everything it started have ended.
-    pub(crate) fn finish(mut self, paths: &StatePaths, workspace: &Path) -> AgentReport {
-        self.poll(paths);
+    pub(crate) fn finish(mut self, workspace: &Path) -> AgentReport {
+        self.poll();
         let exceeded = self.exceeded.clone();
         let (changed_files, changed_files_truncated) =
             workspace::changes(&self.before, workspace, &self.watch);
