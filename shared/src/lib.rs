@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod app;
 pub mod config;
+pub mod dlq;
 pub mod errors;
 pub mod events;
 pub mod executions;

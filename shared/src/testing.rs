@@ -41,6 +41,22 @@ pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) 
     condition()
 }
 
+/// [`wait_until`] for a condition that has to await (a MongoDB read, an HTTP call).
+pub async fn wait_until_async<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    condition().await
+}
+
 /// Deletes every topic that starts with `prefix` (tests clean up after themselves).
 pub async fn delete_topics_with_prefix(
     config: &crate::config::KafkaConfig,

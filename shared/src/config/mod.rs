@@ -7,6 +7,7 @@
 mod kubernetes;
 mod rate_limit;
 mod agents;
+mod dlq;
 mod redact;
 mod sections;
 mod validate;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use kubernetes::{KubernetesConfig, is_dns_label};
 pub use rate_limit::{Cidr, RateLimitConfig, RateRule};
 pub use agents::*;
+pub use dlq::{DlqConfig, DlqPolicy};
 pub use redact::{redact_url, redacted, redacted_url};
 pub use sections::*;
 
@@ -68,6 +70,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     #[serde(default)]
     pub event_store: EventStoreConfig,
+    #[serde(default)]
+    pub dlq: DlqConfig,
     #[serde(default)]
     pub services: ServicesConfig,
     #[serde(default)]

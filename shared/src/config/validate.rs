@@ -33,6 +33,7 @@ impl Config {
         self.validate_stores()?;
         self.validate_telemetry()?;
         self.validate_api_and_limits()?;
+        self.validate_dlq()?;
         self.validate_kubernetes()?;
         self.validate_rate_limit()?;
         self.validate_agents()?;
