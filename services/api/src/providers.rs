@@ -57,7 +57,7 @@ async fn providers(State(state): State<AppState>, _user: CurrentUser) -> Json<Pr
         .map(|(name, p)| ProviderView {
             name: name.clone(),
             description: p.description.clone(),
-            available: p.is_available(&registry.base),
+            available: registry.is_available(p),
             default_model: p.default_model.clone(),
             parser: serde_json::to_value(p.parser)
                 .ok()

@@ -96,7 +96,10 @@ impl AppState {
             redis,
             redis_client,
             languages: LanguageRegistry::from_config(&config.runtime.languages),
-            providers: crate::executions::agent::Providers::new(&config.agents),
+            providers: crate::executions::agent::Providers::new(
+                &config.agents,
+                config.runtime.kind,
+            ),
             jwt: JwtKey::new(secret.as_bytes()).map_err(|_| StateError::JwtKey)?,
             streams: StreamLimiter::new(config.rate_limit.max_streams_per_user),
             rate_limiter,

@@ -10,7 +10,7 @@ use shared::agents::{
     AGENT_LANG, AgentRequest, OverBudget, SpendLedger, Usd, WorkspaceError, WorkspaceFile,
     budget_day, check_workspace,
 };
-use shared::config::{AgentsConfig, LimitsConfig, ProviderConfig};
+use shared::config::{AgentsConfig, LimitsConfig, ProviderConfig, RuntimeKind};
 use shared::events::{ExecutionLimits, ExecutionRequested};
 
 use super::submit::SubmitRequest;
@@ -73,14 +73,22 @@ pub struct Providers {
     pub config: AgentsConfig,
     /// The services' directory: relative provider binaries are resolved against it.
     pub base: PathBuf,
+    /// Only the local runtime starts agents so far; with another, none is available.
+    pub runtime_runs_agents: bool,
 }
 
 impl Providers {
-    pub fn new(config: &AgentsConfig) -> Providers {
+    pub fn new(config: &AgentsConfig, runtime: RuntimeKind) -> Providers {
         Providers {
             config: config.clone(),
             base: std::env::current_dir().unwrap_or_default(),
+            runtime_runs_agents: runtime == RuntimeKind::Local,
         }
+    }
+
+    /// Enabled, its CLI present, and a runtime that starts agents.
+    pub fn is_available(&self, provider: &ProviderConfig) -> bool {
+        self.runtime_runs_agents && provider.is_available(&self.base)
     }
 
     /// The named provider, if it is configured, enabled and its binary is present.
@@ -95,7 +103,7 @@ impl Providers {
                 ),
             )
         })?;
-        if provider.is_available(&self.base) {
+        if self.is_available(provider) {
             Ok(provider)
         } else {
             Err(ApiError::bad_request(
