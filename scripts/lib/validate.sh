@@ -5,7 +5,8 @@
 #   docker-compose.yaml    scripts/compose-check: compose-go, the loader of `docker compose` itself
 #                          (interpolation, compose-spec JSON schema, consistency), every profile on;
 #                          works without a Docker engine or the compose plugin.
-#   k8s/platform overlays  `kubectl kustomize` renders each overlay; kubernetes-validate (PyPI, ships
+#   k8s/platform overlays  `kubectl kustomize` (or kustomize from its Go module) renders each
+#                          overlay; kubernetes-validate (PyPI, ships
 #   k8s/executors/*.yaml   the Kubernetes JSON schemas) checks every object, --strict: unknown fields
 #                          fail too.
 #   Prometheus rules       promtool (Debian package prometheus) checks the alert rules and the
@@ -14,6 +15,7 @@
 KILN_KUBE_VERSION="1.34.0"
 KILN_KUBEVAL_SPEC="kubernetes-validate==1.37.0"
 KILN_KUBEVAL_VENV="$KILN_STATE/venvs/kubernetes-validate"
+KILN_KUSTOMIZE_VERSION="v5.7.1"
 
 _compose_check_bin() {
   local bin="$KILN_BIN_DIR/compose-check" src="$KILN_ROOT/scripts/compose-check"
@@ -49,16 +51,26 @@ _kubeval_bin() {
   printf '%s\n' "$bin"
 }
 
+# _kustomize DIR: the rendered overlay; kubectl's built-in kustomize, else kustomize itself built
+# from its Go module (slower the first time).
+_kustomize() {
+  # The restrictor flag: the base's ConfigMap is the repository's config.toml itself.
+  if command -v kubectl >/dev/null 2>&1; then
+    kubectl kustomize --load-restrictor LoadRestrictionsNone "$1"
+  else
+    go run "sigs.k8s.io/kustomize/kustomize/v5@$KILN_KUSTOMIZE_VERSION" build \
+      --load-restrictor LoadRestrictionsNone "$1"
+  fi
+}
+
 validate_manifests() {
   local kubeval out rc=0 overlay f
   kubeval="$(_kubeval_bin)" || return 1
-  command -v kubectl >/dev/null 2>&1 || die "kubectl not found: needed for 'kubectl kustomize'"
   out="$(mktemp -d)"
   for overlay in "$KILN_ROOT"/k8s/platform/overlays/*/; do
     overlay="${overlay%/}"
     f="$out/$(basename "$overlay").yaml"
-    # The restrictor flag: the base's ConfigMap is the repository's config.toml itself.
-    if ! kubectl kustomize --load-restrictor LoadRestrictionsNone "$overlay" >"$f"; then
+    if ! _kustomize "$overlay" >"$f"; then
       err "kustomize failed for ${overlay#"$KILN_ROOT"/}"
       rc=1
       continue
