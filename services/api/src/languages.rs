@@ -22,6 +22,17 @@ pub enum LookupError {
     UnknownVersion { lang: String, version: String },
 }
 
+/// 400 `unknown_language` / `unknown_version`.
+impl From<LookupError> for crate::error::ApiError {
+    fn from(error: LookupError) -> Self {
+        let code = match error {
+            LookupError::UnknownLanguage(_) => "unknown_language",
+            LookupError::UnknownVersion { .. } => "unknown_version",
+        };
+        Self::bad_request(code, error.to_string())
+    }
+}
+
 impl LanguageRegistry {
     /// Keeps the languages this host can run (the same test k8s-worker applies): offering one
     /// the executors cannot start would only produce failed executions.

@@ -190,17 +190,7 @@ fn language(
     lang: &str,
     version: Option<&str>,
 ) -> Result<(String, String), ApiError> {
-    let found = state
-        .languages
-        .resolve(lang, version)
-        .map_err(|e| match e {
-            crate::languages::LookupError::UnknownLanguage(_) => {
-                ApiError::bad_request("unknown_language", e.to_string())
-            }
-            crate::languages::LookupError::UnknownVersion { .. } => {
-                ApiError::bad_request("unknown_version", e.to_string())
-            }
-        })?;
+    let found = state.languages.resolve(lang, version)?;
     Ok((found.lang.clone(), found.version.clone()))
 }
 

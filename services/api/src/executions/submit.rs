@@ -47,15 +47,7 @@ struct Valid {
 fn validate(state: &AppState, request: SubmitRequest) -> Result<Valid, ApiError> {
     let language = state
         .languages
-        .resolve(&request.lang, request.lang_version.as_deref())
-        .map_err(|e| match e {
-            crate::languages::LookupError::UnknownLanguage(_) => {
-                ApiError::bad_request("unknown_language", e.to_string())
-            }
-            crate::languages::LookupError::UnknownVersion { .. } => {
-                ApiError::bad_request("unknown_version", e.to_string())
-            }
-        })?;
+        .resolve(&request.lang, request.lang_version.as_deref())?;
     let limits = &state.limits;
     if request.script.len() > limits.max_script_bytes {
         return Err(ApiError::too_large(
@@ -73,28 +65,12 @@ fn validate(state: &AppState, request: SubmitRequest) -> Result<Valid, ApiError>
             format!("stdin: at most {MAX_STDIN_BYTES} bytes"),
         ));
     }
-    let timeout = match request.timeout_seconds {
-        None => limits.default_timeout_seconds,
-        Some(t) => u64::try_from(t)
-            .ok()
-            .filter(|t| (1..=limits.max_timeout_seconds).contains(t))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_timeout",
-                    format!(
-                        "timeout_seconds: 1-{} (default {})",
-                        limits.max_timeout_seconds, limits.default_timeout_seconds
-                    ),
-                )
-            })?,
-    };
-    let priority = match request.priority {
-        None => 0,
-        Some(p) => u8::try_from(p)
-            .ok()
-            .filter(|p| i64::from(*p) <= MAX_PRIORITY)
-            .ok_or_else(|| ApiError::bad_request("invalid_priority", "priority: 0-9"))?,
-    };
+    let timeout = resolve_timeout(
+        request.timeout_seconds,
+        limits.default_timeout_seconds,
+        limits.max_timeout_seconds,
+    )?;
+    let priority = resolve_priority(request.priority)?;
     Ok(Valid {
         request: ExecutionRequested {
             script: request.script,
@@ -112,6 +88,35 @@ fn validate(state: &AppState, request: SubmitRequest) -> Result<Valid, ApiError>
             agent: None,
         },
     })
+}
+
+/// The requested timeout if it is within `1..=max`, else `invalid_timeout`; `default` if none.
+pub(super) fn resolve_timeout(
+    requested: Option<i64>,
+    default: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
+    let Some(t) = requested else {
+        return Ok(default);
+    };
+    u64::try_from(t)
+        .ok()
+        .filter(|t| (1..=max).contains(t))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_timeout",
+                format!("timeout_seconds: 1-{max} (default {default})"),
+            )
+        })
+}
+
+/// The requested priority (0-9), 0 if none.
+pub(super) fn resolve_priority(requested: Option<i64>) -> Result<u8, ApiError> {
+    let Some(p) = requested else { return Ok(0) };
+    u8::try_from(p)
+        .ok()
+        .filter(|p| i64::from(*p) <= MAX_PRIORITY)
+        .ok_or_else(|| ApiError::bad_request("invalid_priority", "priority: 0-9"))
 }
 
 /// A UUIDv7 and a `created_at` taken from its own timestamp, so sorting by either agrees and
