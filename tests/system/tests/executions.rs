@@ -272,3 +272,35 @@ async fn the_queue_respects_its_cap_and_a_queued_execution_can_be_cancelled() {
         assert_eq!(stdout(&done), "done\n");
     }
 }
+
+/// Every language the host offers runs its own example (the one the web app shows), through
+/// the whole pipeline. Go compiles first (`go run`), hence its long timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_offered_language_runs_its_example() {
+    let (_stack, api) = stack("examples").await;
+    let (_, runtimes) = api.get("/api/v1/runtimes").await;
+    let languages = runtimes["languages"].as_array().expect("languages").clone();
+    assert!(
+        languages.len() >= 3,
+        "python, node and bash at least: {runtimes}"
+    );
+    let mut ids = Vec::new();
+    for language in &languages {
+        let lang = language["lang"].as_str().unwrap().to_owned();
+        let example = language["versions"][0]["example"].as_str().unwrap();
+        let timeout = if lang == "go" { 120 } else { 20 };
+        let id = api
+            .submit(json!({ "lang": lang, "script": example, "timeout_seconds": timeout }))
+            .await;
+        ids.push((lang, id));
+    }
+    for (lang, id) in ids {
+        let done = api.wait_terminal(&id, Duration::from_secs(150)).await;
+        assert_eq!(done["status"], "completed", "{lang}: {done}");
+        assert_eq!(done["exit_code"], 0, "{lang}: {done}");
+        assert!(
+            stdout(&done).contains(&format!("hello from {lang}")),
+            "{lang}: {done}"
+        );
+    }
+}
