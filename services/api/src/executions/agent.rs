@@ -13,11 +13,10 @@ use shared::agents::{
 use shared::config::{AgentsConfig, LimitsConfig, ProviderConfig, RuntimeKind};
 use shared::events::{ExecutionLimits, ExecutionRequested};
 
-use super::submit::SubmitRequest;
+use super::submit::{SubmitRequest, resolve_priority, resolve_timeout};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-const MAX_PRIORITY: u8 = 9;
 const MAX_MODEL_BYTES: usize = 128;
 
 /// The body of `POST /api/v1/execute`: a script (the default, `kind` absent or `"script"`) or an
@@ -233,28 +232,12 @@ pub fn validate(state: &AppState, request: AgentSubmit) -> Result<ExecutionReque
     validate_prompt(&request.prompt, state.limits.max_script_bytes)?;
     validate_files(&providers.config, &request.files)?;
     let (max_tokens, max_cost_usd) = validate_budget(&providers.config, &request)?;
-    let timeout = match request.timeout_seconds {
-        None => provider.default_timeout_seconds,
-        Some(t) => u64::try_from(t)
-            .ok()
-            .filter(|t| (1..=provider.max_timeout_seconds).contains(t))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_timeout",
-                    format!(
-                        "timeout_seconds: 1-{} (default {})",
-                        provider.max_timeout_seconds, provider.default_timeout_seconds
-                    ),
-                )
-            })?,
-    };
-    let priority = match request.priority {
-        None => 0,
-        Some(p) => u8::try_from(p)
-            .ok()
-            .filter(|p| *p <= MAX_PRIORITY)
-            .ok_or_else(|| ApiError::bad_request("invalid_priority", "priority: 0-9"))?,
-    };
+    let timeout = resolve_timeout(
+        request.timeout_seconds,
+        provider.default_timeout_seconds,
+        provider.max_timeout_seconds,
+    )?;
+    let priority = resolve_priority(request.priority)?;
     Ok(ExecutionRequested {
         script: String::new(),
         lang: AGENT_LANG.into(),
