@@ -364,3 +364,36 @@ async fn the_speed_multiplier_keeps_the_original_gaps_shortened() {
     engine.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_engine_runs_several_sessions_at_once() {
+    let env = Env::new().await;
+    let base = Utc::now() - chrono::Duration::minutes(5);
+    // Two sessions of about 2 s each at original pace.
+    env.store(&outputs("exec-1", 10, 200, base)).await;
+    env.store(&outputs("exec-2", 10, 200, base)).await;
+    let first = env
+        .running_session(only("exec-1"), ReplayTarget::SessionTopic, 1.0, false)
+        .await;
+    let second = env
+        .running_session(only("exec-2"), ReplayTarget::SessionTopic, 1.0, false)
+        .await;
+    let engine = env.engine("parallel");
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let (a, b) = (env.session(&first.id).await, env.session(&second.id).await);
+        if a.progress.replayed >= 1 && b.progress.replayed >= 1 {
+            assert!(
+                a.state == ReplayState::Running && b.state == ReplayState::Running,
+                "the sessions ran one after the other"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.completed(&first.id).await.progress.replayed, 10);
+    assert_eq!(env.completed(&second.id).await.progress.replayed, 10);
+    engine.stop().await;
+    env.cleanup().await;
+}

@@ -18,12 +18,15 @@ use mongodb::bson::Document;
 use shared::config::{EventStoreConfig, KafkaConfig};
 use shared::kafka::{EventProducer, Handler, HandlerError, InboundMessage};
 use shared::replay::{SESSIONS_METRIC, is_replay};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use sessions::{SessionError, SessionStore, Standing};
 
 use crate::EVENTS_COLLECTION;
 
+/// Sessions one instance runs at once; more wait for a free slot here or for another instance.
+pub const MAX_RUNS: usize = 4;
 /// How often the sessions-by-state gauge is refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -68,35 +71,46 @@ impl ReplayEngine {
         ]
     }
 
-    /// Claims and runs sessions until `shutdown`; a session in progress is handed back first.
+    /// Claims and runs sessions (up to [`MAX_RUNS`] at once) until `shutdown`; sessions in
+    /// progress are handed back before it returns.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let events = self.db.collection::<Document>(EVENTS_COLLECTION);
-        let runner = run::Runner {
-            events: &events,
-            sessions: &self.sessions,
-            producer: &self.producer,
-            kafka: &self.kafka,
+        let base = run::Runner {
+            events: self.db.collection::<Document>(EVENTS_COLLECTION),
+            sessions: self.sessions.clone(),
+            producer: self.producer.clone(),
+            kafka: self.kafka.clone(),
             batch_size: self.batch_size,
             lease: self.lease,
-            shutdown: &shutdown,
+            shutdown: shutdown.clone(),
         };
+        let mut runs = JoinSet::new();
         let mut gauge_at: Option<Instant> = None;
         while !shutdown.is_cancelled() {
-            match self.sessions.claim().await {
-                Ok(Some(session)) => {
-                    let id = session.id.clone();
-                    match runner.run(session).await {
-                        Ok(()) => continue,
-                        // Store or Kafka trouble: wait a poll interval, then claim again (the
-                        // lease was given back, or runs out).
-                        Err(error) => {
-                            tracing::warn!(session_id = %id, error.cause_chain = %shared::errors::display_chain(&error), "replay run interrupted");
-                        }
+            while let Some(ended) = runs.try_join_next() {
+                log_panic(ended);
+            }
+            if runs.len() < MAX_RUNS {
+                let sessions = self.sessions.for_run();
+                match sessions.claim().await {
+                    Ok(Some(session)) => {
+                        let runner = run::Runner {
+                            sessions,
+                            ..base.clone()
+                        };
+                        runs.spawn(async move {
+                            let id = session.id.clone();
+                            // Store or Kafka trouble: the session is claimed again after a poll
+                            // interval (its lease was given back) or once its lease runs out.
+                            if let Err(error) = runner.run(session).await {
+                                tracing::warn!(session_id = %id, error.cause_chain = %shared::errors::display_chain(&error), "replay run interrupted");
+                            }
+                        });
+                        continue;
                     }
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(error.cause_chain = %shared::errors::display_chain(&error), "claiming a replay session failed");
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(error.cause_chain = %shared::errors::display_chain(&error), "claiming a replay session failed");
+                    }
                 }
             }
             if gauge_at.is_none_or(|at| at.elapsed() >= GAUGE_INTERVAL) {
@@ -107,6 +121,10 @@ impl ReplayEngine {
                 () = tokio::time::sleep(self.poll_interval) => {}
                 () = shutdown.cancelled() => {}
             }
+        }
+        // Each run saw the same token: it saves its progress and gives its lease back.
+        while let Some(ended) = runs.join_next().await {
+            log_panic(ended);
         }
         Ok(())
     }
@@ -122,6 +140,12 @@ impl ReplayEngine {
                 tracing::debug!(error.cause_chain = %shared::errors::display_chain(&error), "counting replay sessions failed")
             }
         }
+    }
+}
+
+fn log_panic(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = ended {
+        tracing::error!(%error, "a replay run panicked; its session resumes after its lease");
     }
 }
 

@@ -26,14 +26,16 @@ const PUBLISH_ATTEMPTS: u32 = 5;
 /// Progress is saved at least this often, so pause and cancel act quickly.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
-pub(super) struct Runner<'a> {
-    pub(super) events: &'a Collection<Document>,
-    pub(super) sessions: &'a SessionStore,
-    pub(super) producer: &'a EventProducer,
-    pub(super) kafka: &'a shared::config::KafkaConfig,
+/// One run's view of the engine (cheap to clone; `sessions` names the run's lease owner).
+#[derive(Clone)]
+pub(super) struct Runner {
+    pub(super) events: Collection<Document>,
+    pub(super) sessions: SessionStore,
+    pub(super) producer: EventProducer,
+    pub(super) kafka: shared::config::KafkaConfig,
     pub(super) batch_size: u64,
     pub(super) lease: Duration,
-    pub(super) shutdown: &'a CancellationToken,
+    pub(super) shutdown: CancellationToken,
 }
 
 /// Why a run stopped before its events did.
@@ -76,7 +78,7 @@ struct Cursor {
     saved_at: Instant,
 }
 
-impl Runner<'_> {
+impl Runner {
     /// Runs `session` (which this instance holds) until it ends or must stop. A session that
     /// cannot go on is marked failed, with the reason.
     pub(super) async fn run(&self, session: ReplaySession) -> Result<(), RunError> {
@@ -115,7 +117,7 @@ impl Runner<'_> {
         let fixed_topic = match session.target {
             ReplayTarget::SessionTopic => {
                 let topic = session_topic(self.producer.topic_prefix(), &session.id);
-                ensure_topics_named(self.kafka, std::slice::from_ref(&topic))
+                ensure_topics_named(&self.kafka, std::slice::from_ref(&topic))
                     .await
                     .map_err(|e| {
                         RunError::Kafka(format!("creating {topic}: {}", display_chain(&e)))

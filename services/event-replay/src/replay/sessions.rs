@@ -43,6 +43,15 @@ impl SessionStore {
         &self.owner
     }
 
+    /// The store of one run: its leases name the instance and the run, so a run can never
+    /// mistake a lease another run of the same instance took over for its own.
+    pub fn for_run(&self) -> Self {
+        Self {
+            owner: format!("{}/{}", self.owner, uuid::Uuid::now_v7().simple()),
+            ..self.clone()
+        }
+    }
+
     fn lease_doc(&self) -> Result<Bson, bson::ser::Error> {
         let expires_at_ms = Utc::now().timestamp_millis()
             + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2);
@@ -56,7 +65,7 @@ impl SessionStore {
         doc! { "_id": id, "lease.owner": &self.owner }
     }
 
-    /// Takes the oldest running session whose lease is free, expired or already ours.
+    /// Takes the oldest running session whose lease is free or expired.
     pub async fn claim(&self) -> Result<Option<ReplaySession>, SessionError> {
         let now_ms = Utc::now().timestamp_millis();
         let filter = doc! {
@@ -64,7 +73,6 @@ impl SessionStore {
             "$or": [
                 { "lease": Bson::Null },
                 { "lease.expires_at_ms": { "$lt": now_ms } },
-                { "lease.owner": &self.owner },
             ],
         };
         let update = doc! { "$set": {
