@@ -49,6 +49,15 @@ struct Args {
     /// Kiln's config (for Kafka's address and the topic prefix).
     #[arg(long, default_value = "config.toml")]
     config: std::path::PathBuf,
+    /// An admin exempts the bench's user from the API's rate limits first (a per-user override),
+    /// so the figures measure the pipeline, not the limiter.
+    #[arg(long, default_value = "admin")]
+    admin_username: String,
+    #[arg(long, env = "ADMIN_USER_PASSWORD", default_value = "admin123")]
+    admin_password: String,
+    /// Keep the user's rate limits (measure with them).
+    #[arg(long)]
+    keep_rate_limits: bool,
 }
 
 /// When each execution's `result_stored` arrived, and how many arrived.
@@ -80,6 +89,9 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     let token = api_token(&client, &args).await?;
+    if !args.keep_rate_limits {
+        exempt_from_rate_limits(&client, &args, &token).await?;
+    }
 
     let stored = Stored::default();
     let shutdown = CancellationToken::new();
@@ -187,16 +199,21 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs in and creates a personal API token (bearer auth needs no CSRF token).
-async fn api_token(client: &reqwest::Client, args: &Args) -> anyhow::Result<String> {
+/// A password session: the cookie header and the CSRF token.
+async fn sign_in(
+    client: &reqwest::Client,
+    url: &str,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<(String, String)> {
     let login = client
-        .post(format!("{}/api/v1/auth/login", args.url))
-        .json(&serde_json::json!({ "username": args.username, "password": args.password }))
+        .post(format!("{url}/api/v1/auth/login"))
+        .json(&serde_json::json!({ "username": username, "password": password }))
         .send()
         .await
         .context("logging in")?;
     if !login.status().is_success() {
-        bail!("login failed: {}", login.status());
+        bail!("login as {username} failed: {}", login.status());
     }
     let cookies: Vec<String> = login
         .headers()
@@ -209,9 +226,15 @@ async fn api_token(client: &reqwest::Client, args: &Args) -> anyhow::Result<Stri
         .iter()
         .find_map(|c| c.strip_prefix("kiln_csrf=").map(str::to_owned))
         .unwrap_or_default();
+    Ok((cookies.join("; "), csrf))
+}
+
+/// Logs in and creates a personal API token (bearer auth needs no CSRF token).
+async fn api_token(client: &reqwest::Client, args: &Args) -> anyhow::Result<String> {
+    let (cookie, csrf) = sign_in(client, &args.url, &args.username, &args.password).await?;
     let created: serde_json::Value = client
         .post(format!("{}/api/v1/auth/tokens", args.url))
-        .header("cookie", cookies.join("; "))
+        .header("cookie", cookie)
         .header("x-csrf-token", csrf)
         .json(&serde_json::json!({ "name": "kiln-bench" }))
         .send()
@@ -224,4 +247,40 @@ async fn api_token(client: &reqwest::Client, args: &Args) -> anyhow::Result<Stri
         .as_str()
         .map(str::to_owned)
         .context("no token in the answer")
+}
+
+/// Asks an admin to lift the rate limits of the user behind `token`.
+async fn exempt_from_rate_limits(
+    client: &reqwest::Client,
+    args: &Args,
+    token: &str,
+) -> anyhow::Result<()> {
+    let me: serde_json::Value = client
+        .get(format!("{}/api/v1/auth/me", args.url))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()
+        .context("reading the bench user")?
+        .json()
+        .await?;
+    let user_id = me["id"].as_str().context("no id in /auth/me")?;
+    let (cookie, csrf) = sign_in(
+        client,
+        &args.url,
+        &args.admin_username,
+        &args.admin_password,
+    )
+    .await?;
+    client
+        .put(format!("{}/api/v1/admin/rate-limits/{user_id}", args.url))
+        .header("cookie", cookie)
+        .header("x-csrf-token", csrf)
+        .json(&serde_json::json!({ "exempt": true, "note": "kiln-bench" }))
+        .send()
+        .await?
+        .error_for_status()
+        .context("exempting the bench user from rate limits")?;
+    eprintln!("rate limits lifted for {} (admin override)", args.username);
+    Ok(())
 }
