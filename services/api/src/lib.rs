@@ -62,6 +62,7 @@ fn bounded_routes() -> OpenApiRouter<AppState> {
         .merge(settings::routes())
         .merge(notifications::routes())
         .merge(admin::replay::routes())
+        .merge(admin::dlq::routes())
         .merge(admin::rate_limits::routes())
 }
 

@@ -10,6 +10,7 @@
 mod common;
 
 mod auth;
+mod dlq;
 mod executions;
 mod notifications;
 mod openapi;
