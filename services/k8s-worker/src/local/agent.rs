@@ -265,6 +265,51 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_sandbox_keeps_the_runners_environment_and_only_then_the_network() {
+        use super::super::sandbox::{Extras, Sandbox};
+        let sandbox = Sandbox::new("/usr/bin/bwrap".into(), &[], &[]);
+        let limits = shared::events::ExecutionLimits {
+            timeout_seconds: 5,
+            memory_mb: 64,
+            max_processes: 8,
+            max_output_bytes: 1024,
+            max_file_bytes: 1024,
+        };
+        let env = BTreeMap::from([("K".to_owned(), "v".to_owned())]);
+        let script = sandbox.argv(
+            Path::new("/w"),
+            &env,
+            &limits,
+            &["/bin/true".into()],
+            &Extras::default(),
+        );
+        assert!(
+            script.contains(&"--clearenv".to_owned()) && script.contains(&"--setenv".to_owned())
+        );
+        assert!(!script.contains(&"--share-net".to_owned()));
+        let extras = Extras {
+            share_net: true,
+            inherit_env: true,
+            ro_binds: vec![("/repo/bin/a".into(), "/tmp/.kiln-agent/a".into())],
+        };
+        let agent = sandbox.argv(
+            Path::new("/w"),
+            &BTreeMap::new(),
+            &limits,
+            &["/tmp/.kiln-agent/a".into()],
+            &extras,
+        );
+        assert!(
+            !agent.contains(&"--clearenv".to_owned()) && !agent.contains(&"--setenv".to_owned())
+        );
+        assert!(agent.contains(&"--share-net".to_owned()));
+        let bind = agent
+            .windows(3)
+            .any(|w| w == ["--ro-bind", "/repo/bin/a", "/tmp/.kiln-agent/a"]);
+        assert!(bind, "{agent:?}");
+    }
+
+    #[test]
     fn workspace_files_never_leave_the_work_directory() {
         let root = std::env::temp_dir().join(format!("kiln-agent-ws-{}", uuid::Uuid::now_v7()));
         let work = root.join("work");
