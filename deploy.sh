@@ -52,8 +52,9 @@ Commands:
         Each runs as '<bin> --config $KILN_CONFIG' from the repo root; a running
         service is left alone (--restart stops the services first). --wait polls
         http://127.0.0.1:<port>/health/ready of every service until 200.
-        --observability: natively Prometheus (Debian package) on :$KILN_PROMETHEUS_PORT; the
-        OTel collector, Jaeger and Grafana are skipped natively and say so.
+        --observability: natively Prometheus (Debian package) on :$KILN_PROMETHEUS_PORT and an
+        OTel collector built from Go modules (OTLP :4318, spans to its log; the services
+        export to it); Jaeger and Grafana are skipped natively and it says so.
         --debug: natively nothing extra (Kafka UI needs Docker; use kafka-topics and
         kafka-consumer-groups below).
         Docker mode: docker compose up -d [--build] [--wait] with the profiles
@@ -175,6 +176,7 @@ cmd_dev() {
   if ((restart)); then
     services_down
   fi
+  ((observability)) && observability_collector_up
   services_up "$profile"
   if ((wait)); then
     services_wait "$timeout"
@@ -206,7 +208,7 @@ cmd_down() {
     return
   fi
   services_down
-  prometheus_down
+  observability_native_down
   if ((keep_infra)); then
     ok "infra left running"
   else

@@ -3,13 +3,58 @@
 # says what it skipped. Sourced by deploy.sh after common.sh and services.sh.
 #
 # Prometheus comes from Debian's `prometheus` package (scrapes the seven services on 127.0.0.1 and
-# evaluates observability/prometheus/alerts.yml). The OpenTelemetry collector, Jaeger and Grafana
-# have no Debian package and no registry this machine reaches ships them, so natively they are
-# skipped unless a binary of them is already on PATH; docker compose --profile observability
-# runs all four.
+# evaluates observability/prometheus/alerts.yml). The OpenTelemetry collector is a minimal
+# distribution built once from Go modules with the collector builder (scripts/otelcol/manifest.yaml,
+# a few minutes the first time); it receives the services' traces and writes them to its log,
+# because Jaeger and Grafana have no native package here and are skipped. docker compose
+# --profile observability runs all four.
 
 KILN_OBS_DIR="$KILN_STATE/observability"
 KILN_PROMETHEUS_PORT="${KILN_PROMETHEUS_PORT:-9090}"
+KILN_OTELCOL_BUILDER_VERSION="v0.160.0"
+KILN_OTELCOL_BIN="$KILN_BIN_DIR/otelcol-kiln"
+KILN_NATIVE_OTLP_ENDPOINT="http://$KILN_HOST:4318/v1/traces"
+
+_otelcol_pidfile() { printf '%s\n' "$KILN_RUN_DIR/otel-collector.pid"; }
+
+# otelcol_build: the collector of scripts/otelcol/manifest.yaml in .kiln/bin (once).
+otelcol_build() {
+  local manifest="$KILN_ROOT/scripts/otelcol/manifest.yaml" work="$KILN_OBS_DIR/otelcol-build"
+  if [[ -x "$KILN_OTELCOL_BIN" && "$KILN_OTELCOL_BIN" -nt "$manifest" ]]; then
+    return 0
+  fi
+  command -v go >/dev/null 2>&1 || { warn "go not found: cannot build the collector"; return 1; }
+  log "building the OpenTelemetry collector from Go modules (once; a few minutes)"
+  mkdir -p "$work"
+  GOBIN="$work" go install "go.opentelemetry.io/collector/cmd/builder@$KILN_OTELCOL_BUILDER_VERSION" || return 1
+  # output_path goes under dist: (where this machine keeps the build).
+  sed "/^dist:/a\\  output_path: $work/dist" "$manifest" >"$work/manifest.yaml"
+  "$work/builder" --config "$work/manifest.yaml" >"$KILN_LOG_DIR/otelcol-build.log" 2>&1 || {
+    log_tail "$KILN_LOG_DIR/otelcol-build.log" 20
+    return 1
+  }
+  install -m 0755 "$work/dist/otelcol-kiln" "$KILN_OTELCOL_BIN"
+}
+
+# otelcol_up: the native collector on 127.0.0.1:4317/4318; exports KILN__TELEMETRY__OTLP_ENDPOINT
+# for the services started after it.
+otelcol_up() {
+  local pid logf config="$KILN_ROOT/observability/otel-collector.native.yaml"
+  if ! pid="$(pidfile_pid "$(_otelcol_pidfile)" otelcol-kiln)"; then
+    otelcol_build || return 1
+    logf="$KILN_LOG_DIR/otel-collector.log"
+    rotate_log "$logf"
+    pid="$(spawn_detached "$(_otelcol_pidfile)" "$logf" "$KILN_ROOT" "$KILN_OTELCOL_BIN" --config "$config")"
+    ok "otel-collector started (pid $pid, OTLP http://$KILN_HOST:4318; spans in .kiln/logs/otel-collector.log)"
+  else
+    ok "otel-collector already running (pid $pid)"
+  fi
+  export KILN__TELEMETRY__OTLP_ENDPOINT="${KILN__TELEMETRY__OTLP_ENDPOINT:-$KILN_NATIVE_OTLP_ENDPOINT}"
+}
+
+otelcol_down() {
+  stop_pidfile otel-collector "$(_otelcol_pidfile)" otelcol-kiln 10
+}
 
 _prometheus_pidfile() { printf '%s\n' "$KILN_RUN_DIR/prometheus.pid"; }
 
@@ -62,31 +107,43 @@ prometheus_down() {
   stop_pidfile prometheus "$(_prometheus_pidfile)" prometheus 10
 }
 
-# observability_native_up: Prometheus, plus a plain list of what did not run and why.
+# observability_native_up: Prometheus, plus a plain list of what did not run and why. The
+# collector is started before the services (observability_collector_up), since they read its
+# address at start.
 observability_native_up() {
   local skipped=() name
   prometheus_up || skipped+=("prometheus (install failed; see above)")
-  for name in otelcol-contrib jaeger grafana; do
-    if command -v "$name" >/dev/null 2>&1; then
-      skipped+=("$name (found on PATH but not started natively: run it with observability/ configs)")
-    else
-      skipped+=("$name (no native package on this machine)")
-    fi
-  done
+  pidfile_pid "$(_otelcol_pidfile)" otelcol-kiln >/dev/null ||
+    skipped+=("otel-collector (build failed; see above): the services export no traces")
+  skipped+=("jaeger (no native package on this machine): spans go to .kiln/logs/otel-collector.log instead")
+  skipped+=("grafana (no native package on this machine): query Prometheus at http://$KILN_HOST:$KILN_PROMETHEUS_PORT")
   warn "observability natively: SKIPPED ${#skipped[@]} component(s):"
   for name in "${skipped[@]}"; do
     printf '        - %s\n' "$name" >&2
   done
   cat >&2 <<MSG
-        Without a collector the services export no traces (telemetry.otlp_endpoint stays empty);
-        trace ids still appear in every JSON log line (field trace_id). The full stack
+        Trace ids are in every JSON log line inside a span (field trace_id). The full stack
         (collector, Jaeger, Prometheus, Grafana) runs with Docker: ./deploy.sh dev --observability
         on a machine where 'docker info' succeeds.
 MSG
 }
 
+# observability_collector_up: before the services start. A service that is already running keeps
+# its old setting (./deploy.sh dev --observability --restart picks the collector up).
+observability_collector_up() {
+  otelcol_up || warn "otel-collector could not be started; the services export no traces"
+}
+
+observability_native_down() {
+  prometheus_down
+  otelcol_down
+}
+
 observability_status() {
   local pid
+  if pid="$(pidfile_pid "$(_otelcol_pidfile)" otelcol-kiln)"; then
+    printf '%-18s %-8s %-8s %-9s %-6s %s\n' otel-collector obs "$pid" running - "http://$KILN_HOST:4318"
+  fi
   if pid="$(pidfile_pid "$(_prometheus_pidfile)" prometheus)"; then
     printf '%-18s %-8s %-8s %-9s %-6s %s\n' prometheus obs "$pid" running \
       "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$KILN_HOST:$KILN_PROMETHEUS_PORT/-/ready" | sed 's/^200$/yes/')" \

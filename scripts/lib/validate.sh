@@ -11,6 +11,8 @@
 #                          fail too.
 #   Prometheus rules       promtool (Debian package prometheus) checks the alert rules and the
 #                          native scrape config.
+#   Collector configs      `otelcol-kiln validate` (the collector of scripts/otelcol, the compose
+#                          image's version, built once from Go modules) on both collector configs.
 
 KILN_KUBE_VERSION="1.34.0"
 KILN_KUBEVAL_SPEC="kubernetes-validate==1.37.0"
@@ -96,6 +98,19 @@ validate_prometheus() {
     promtool check config "$(_prometheus_native_config)"
 }
 
+validate_collector() {
+  otelcol_build >&2 || return 1
+  local config rc=0
+  for config in otel-collector.yaml otel-collector.native.yaml; do
+    if "$KILN_OTELCOL_BIN" validate --config "$KILN_ROOT/observability/$config"; then
+      echo "observability/$config: valid"
+    else
+      rc=1
+    fi
+  done
+  return "$rc"
+}
+
 # kiln_validate: every validator, all run even when one fails.
 kiln_validate() {
   local rc=0
@@ -105,5 +120,7 @@ kiln_validate() {
   validate_manifests || rc=1
   log "Prometheus rules and config (promtool)"
   validate_prometheus || rc=1
+  log "OpenTelemetry collector configs (otelcol-kiln validate)"
+  validate_collector || rc=1
   return "$rc"
 }
