@@ -32,7 +32,12 @@ RUN rustup toolchain install && rustc --version
 
 # --------------------------------------------------------------------------------------------
 FROM chef AS planner
-COPY . .
+# Only the Rust workspace: edits to frontend/ or docker/ must not invalidate the Rust layers.
+COPY Cargo.toml Cargo.lock rust-toolchain.toml config.toml ./
+COPY shared shared
+COPY services services
+COPY tests tests
+COPY tools tools
 RUN cargo chef prepare --recipe-path recipe.json
 
 # --------------------------------------------------------------------------------------------
@@ -40,7 +45,11 @@ FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 # Dependencies only: this layer is reused until Cargo.toml/Cargo.lock of some member changes.
 RUN cargo chef cook --release --workspace --locked --recipe-path recipe.json
-COPY . .
+COPY Cargo.toml Cargo.lock rust-toolchain.toml config.toml ./
+COPY shared shared
+COPY services services
+COPY tests tests
+COPY tools tools
 RUN cargo build --release --locked --workspace --bins
 # Collect exactly the seven binaries; a missing one fails the build.
 RUN set -eux; \
