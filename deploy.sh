@@ -60,19 +60,20 @@ Commands:
         Docker mode: docker compose up -d [--build] [--wait] with the profiles
         'observability' (collector, Jaeger, Prometheus, Grafana) and 'debug' (Kafka UI).
   down [--keep-infra]
-        Stop the services (SIGTERM, 30 s, SIGKILL), native Prometheus, then the infra.
+        Stop the services (SIGTERM, 30 s, SIGKILL), native Prometheus and collector, then the infra.
         Docker mode: docker compose down (all profiles; volumes are kept).
   status
         Table of the infra servers and services: pid, running, ready (docker compose ps).
   logs [NAME] [--no-follow] [-n LINES]
-        Follow a service log or kafka|mongo|redis|prometheus (all logs when no NAME).
+        Follow a service log or kafka|mongo|redis|prometheus|otel-collector (all logs when no NAME).
   check
         Static checks, no infra: cargo fmt --check, clippy -D warnings, dependency audit
         (cargo-audit or cargo-deny when installed, else a stated skip), frontend lint and
         svelte-check (when frontend/package.json exists), and 'validate'.
   validate
         Schema validation of docker-compose.yaml (compose-go), every Kubernetes manifest
-        (kustomize + kubernetes-validate --strict) and the Prometheus rules (promtool).
+        (kustomize + kubernetes-validate --strict), the Prometheus rules (promtool) and
+        both OTel collector configs (the collector built from Go modules).
   openapi [PATH]
         Write the API's OpenAPI document (generated from the code by 'api --openapi'; no
         infrastructure needed) to PATH (default docs/openapi.json).

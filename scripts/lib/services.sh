@@ -232,8 +232,8 @@ kiln_logs() {
     shift
   done
   if [[ -n "$name" ]]; then
-    is_service "$name" || [[ " ${KILN_INFRA_NAMES[*]} prometheus " == *" $name "* ]] ||
-      die "logs: unknown name '$name' (one of: ${KILN_INFRA_NAMES[*]} ${KILN_SERVICES[*]} prometheus)"
+    is_service "$name" || [[ " ${KILN_INFRA_NAMES[*]} prometheus otel-collector " == *" $name "* ]] ||
+      die "logs: unknown name '$name' (one of: ${KILN_INFRA_NAMES[*]} ${KILN_SERVICES[*]} prometheus otel-collector)"
     files=("$KILN_LOG_DIR/$name.log")
     [[ -f "${files[0]}" ]] || die "no log yet: ${files[0]#"$KILN_ROOT"/}"
   else
