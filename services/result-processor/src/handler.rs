@@ -193,7 +193,9 @@ impl ResultHandler {
                 ::metrics::histogram!(metrics::END_TO_END_LATENCY)
                     .record(ms.max(0) as f64 / 1000.0);
             }
-            let stored = event.follow(
+            // The same id on every run for this result: a redelivery that overtakes the first
+            // run's in-flight publish (a broker restart, a rebalance) is then deduplicated.
+            let stored = event.follow_once(
                 EventPayload::ResultStored(ResultStored { status: doc.status }),
                 SERVICE_NAME,
             );

@@ -93,6 +93,16 @@ impl Event {
         next
     }
 
+    /// Like [`Event::follow`], but the new event's id is derived from `self`'s id and the new
+    /// type (a version-8 UUID): a handler that runs again for the same event (a redelivery after
+    /// a crash or a rebalance, while its first run's publish was still in flight) publishes the
+    /// same event again, which consumers deduplicate, instead of a second one.
+    pub fn follow_once(&self, payload: EventPayload, service: &str) -> Event {
+        let mut next = self.follow(payload, service);
+        next.event_id = derived_event_id(self.event_id, next.event_type());
+        next
+    }
+
     pub fn event_type(&self) -> EventType {
         self.payload.event_type()
     }
@@ -106,5 +116,43 @@ impl Event {
             None | Some([]) => Err(DecodeError::Empty),
             Some(bytes) => Ok(serde_json::from_slice(bytes)?),
         }
+    }
+}
+
+/// `cause` XORed with a fixed 128-bit FNV-1a hash of the type's name, marked as version 8.
+fn derived_event_id(cause: Uuid, event_type: EventType) -> Uuid {
+    let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for byte in event_type.as_str().bytes() {
+        hash ^= u128::from(byte);
+        hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    uuid::Builder::from_custom_bytes((cause.as_u128() ^ hash).to_be_bytes()).into_uuid()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ExecutionStatus, ResultStored};
+
+    #[test]
+    fn a_follower_once_has_the_same_id_every_time_and_differs_per_cause() {
+        let payload = || {
+            EventPayload::ResultStored(ResultStored {
+                status: ExecutionStatus::Completed,
+            })
+        };
+        let metadata = || EventMetadata::new("test", None);
+        let cause = Event::new("x", payload(), metadata());
+        let other = Event::new("x", payload(), metadata());
+        let first = cause.follow_once(payload(), "test");
+        let again = cause.follow_once(payload(), "test");
+        assert_eq!(first.event_id, again.event_id);
+        assert_eq!(first.event_id.get_version_num(), 8);
+        assert_eq!(first.causation_id, Some(cause.event_id));
+        assert_ne!(first.event_id, cause.event_id);
+        assert_ne!(
+            first.event_id,
+            other.follow_once(payload(), "test").event_id
+        );
     }
 }

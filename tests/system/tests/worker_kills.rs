@@ -5,14 +5,12 @@
 
 mod stack;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::TryStreamExt;
-use mongodb::bson::{Document, doc};
 use serde_json::json;
 use stack::api::Api;
-use stack::{Isolation, Stack, start, wait_ready};
+use stack::store::Store;
+use stack::{Isolation, Stack};
 
 const PER_ROUND: usize = 10;
 const WORKERS: [&str; 5] = [
@@ -25,13 +23,7 @@ const WORKERS: [&str; 5] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_any_worker_mid_run_ends_every_execution_exactly_once() {
-    let isolation = Isolation::new("kills");
-    let database = isolation
-        .env
-        .iter()
-        .find(|(k, _)| k == "KILN__MONGO__DATABASE")
-        .map(|(_, v)| v.clone())
-        .unwrap();
+    let isolation = Isolation::new("kills").with("KILN__RATE_LIMIT__ENABLED", "false");
     let mut stack = Stack::start(isolation).await;
     let api = Api::login(&stack.api(""), "user", "user123").await;
     let mut ids = Vec::new();
@@ -42,17 +34,7 @@ async fn killing_any_worker_mid_run_ends_every_execution_exactly_once() {
                     .await,
             );
             if i == PER_ROUND / 2 {
-                let index = stack
-                    .services
-                    .iter()
-                    .position(|s| s.name == worker)
-                    .unwrap();
-                let mut killed = stack.services.remove(index);
-                killed.child.kill().unwrap(); // SIGKILL: no drain, no commit
-                killed.child.wait().unwrap();
-                let mut restarted = start(worker, &stack.isolation);
-                wait_ready(&stack.client, &mut restarted).await;
-                stack.services.push(restarted);
+                stack.kill_and_restart(worker).await;
             }
         }
     }
@@ -63,24 +45,11 @@ async fn killing_any_worker_mid_run_ends_every_execution_exactly_once() {
     }
 
     // Exactly one stored result per execution, counted in the event store.
-    let uri = std::env::var("KILN__MONGO__URI")
-        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".into());
-    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
-    let events = client.database(&database).collection::<Document>("events");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let stored: Vec<Document> = events
-        .find(doc! { "event_type": "result_stored" })
+    let per_execution = Store::open(&stack.isolation)
         .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let mut per_execution: HashMap<String, usize> = HashMap::new();
-    for event in &stored {
-        *per_execution
-            .entry(event.get_str("aggregate_id").unwrap().to_owned())
-            .or_default() += 1;
-    }
+        .events_per_execution("result_stored")
+        .await;
     for id in &ids {
         assert_eq!(per_execution.get(id), Some(&1), "result_stored of {id}");
     }

@@ -102,6 +102,49 @@ impl Api {
         answer["execution_id"].as_str().unwrap().to_owned()
     }
 
+    /// `POST` that survives an api restart or a store outage: transport errors and 5xx answers
+    /// are retried until `timeout`. Returns the first other answer.
+    pub async fn post_retrying(
+        &self,
+        path: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+        timeout: Duration,
+    ) -> (u16, Value) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut request = self
+                .client
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .json(body);
+            if let Some(key) = idempotency_key {
+                request = request.header("idempotency-key", key);
+            }
+            let last = match request.send().await {
+                Ok(response) if response.status().is_server_error() => {
+                    format!("{}", response.status())
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    return (status, response.json().await.unwrap_or(Value::Null));
+                }
+                Err(error) => error.to_string(),
+            };
+            assert!(Instant::now() < deadline, "POST {path} {body}: {last}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Submits a script under an idempotency key, retrying until the api accepts it once.
+    pub async fn submit_retrying(&self, body: &Value, key: &str, timeout: Duration) -> String {
+        let (status, answer) = self
+            .post_retrying("/api/v1/execute", body, Some(key), timeout)
+            .await;
+        assert!(matches!(status, 200 | 202), "{body} -> {status} {answer}");
+        answer["execution_id"].as_str().unwrap().to_owned()
+    }
+
     /// Polls the execution until it reaches a terminal status.
     pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;

@@ -9,6 +9,8 @@
 )]
 
 pub mod api;
+pub mod private_infra;
+pub mod store;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -103,19 +105,50 @@ impl Isolation {
         Self { prefix, env }
     }
 
+    /// Adds (or, being later, overrides) an environment variable of every service.
     pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.push((key.to_owned(), value.into()));
         self
     }
+
+    /// The value the services see for `key` (the last one set wins).
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn database(&self) -> &str {
+        self.value("KILN__MONGO__DATABASE").unwrap()
+    }
+
+    /// The MongoDB the services use: a private one if set, else the caller's or the local one.
+    pub fn mongo_uri(&self) -> String {
+        self.value("KILN__MONGO__URI")
+            .map(str::to_owned)
+            .or_else(|| std::env::var("KILN__MONGO__URI").ok())
+            .unwrap_or_else(|| "mongodb://127.0.0.1:27017/?directConnection=true".into())
+    }
 }
 
 pub fn start(name: &'static str, isolation: &Isolation) -> Service {
-    let port = free_port();
+    start_on(name, isolation, free_port())
+}
+
+/// Starts `name` on `port` (a restarted service keeps its address).
+pub fn start_on(name: &'static str, isolation: &Isolation, port: u16) -> Service {
     let env_name = name.replace('-', "_").to_uppercase();
-    // Logs go to a file (a pipe nobody reads would block a chatty child) named in failures.
+    // Logs go to a file (a pipe nobody reads would block a chatty child) named in failures; a
+    // restarted service appends to its predecessor's.
     let log_path =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}{name}.log", isolation.prefix));
-    let log = std::fs::File::create(&log_path).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .unwrap();
     let child = command(name)
         .envs(isolation.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env(
@@ -193,6 +226,20 @@ impl Stack {
 
     pub fn api(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port("api"))
+    }
+
+    /// SIGKILLs `name` (no drain, no offset commit), starts it again on the same port and waits
+    /// until it is ready. Returns the time from the kill to ready.
+    pub async fn kill_and_restart(&mut self, name: &'static str) -> Duration {
+        let index = self.services.iter().position(|s| s.name == name).unwrap();
+        let mut killed = self.services.remove(index);
+        let began = Instant::now();
+        killed.child.kill().unwrap();
+        killed.child.wait().unwrap();
+        let mut restarted = start_on(name, &self.isolation, killed.port);
+        wait_ready(&self.client, &mut restarted).await;
+        self.services.push(restarted);
+        began.elapsed()
     }
 
     /// The Prometheus text a service serves on `/metrics`.
