@@ -132,7 +132,7 @@ catalogue! {
         "A dead-lettered message was re-published to its original topic.";
     DlqMessageParked(DlqMessageRef) = "dlq_message_parked", Dlq, "dlq-processor",
         "A dead-lettered message exhausted its retries and waits for an admin.";
-    DlqMessageDiscarded(DlqMessageRef) = "dlq_message_discarded", Dlq, "dlq-processor",
+    DlqMessageDiscarded(DlqMessageRef) = "dlq_message_discarded", Dlq, "api",
         "An admin discarded a dead-lettered message, with a reason.";
 }
 
