@@ -80,11 +80,13 @@ pub struct AgentView {
 }
 
 /// One file the workspace starts with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkspaceFile {
     pub path: String,
     pub content: String,
+    /// `utf8` (default) or `base64`.
     #[serde(default = "utf8")]
+    #[schema(value_type = String, example = "utf8")]
     pub encoding: ContentEncoding,
 }
 

@@ -74,8 +74,55 @@ pub(crate) fn base() -> OpenApiRouter<AppState> {
 
 /// The document, built from the same route tree the server runs.
 pub fn document() -> utoipa::openapi::OpenApi {
-    let (_, document) = crate::api_routes().split_for_parts();
+    let (_, mut document) = crate::api_routes().split_for_parts();
+    unique_operation_ids(&mut document);
     document
+}
+
+/// utoipa names an operation after its handler, and several modules have a `list` or a
+/// `get_one`; client generators need each id once. A shared id gets its path as a prefix.
+fn unique_operation_ids(document: &mut utoipa::openapi::OpenApi) {
+    fn operations(
+        item: &mut utoipa::openapi::PathItem,
+    ) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .filter_map(Option::as_mut)
+    }
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for item in document.paths.paths.values_mut() {
+        for operation in operations(item) {
+            if let Some(id) = &operation.operation_id {
+                *seen.entry(id.clone()).or_default() += 1;
+            }
+        }
+    }
+    for (path, item) in &mut document.paths.paths {
+        // The path's fixed segments after the version: admin/replay/{id} -> admin_replay.
+        let prefix: Vec<&str> = path
+            .split('/')
+            .filter(|segment| !segment.is_empty() && !segment.starts_with('{'))
+            .skip(2)
+            .collect();
+        let prefix = prefix.join("_").replace(['-', '.'], "_");
+        for operation in operations(item) {
+            let Some(id) = operation.operation_id.clone() else {
+                continue;
+            };
+            if seen.get(&id).copied().unwrap_or_default() > 1 {
+                operation.operation_id = Some(format!("{prefix}_{id}"));
+            }
+        }
+    }
 }
 
 /// The document as pretty JSON (what `./deploy.sh openapi` writes).

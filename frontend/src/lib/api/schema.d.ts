@@ -143,43 +143,7 @@ export interface paths {
             cookie?: never;
         };
         /** Newest first. */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description queued, scheduled, running, completed, failed, timeout or cancelled */
-                    status?: string;
-                    lang?: string;
-                    /** @description 1-100, default 20 */
-                    limit?: string;
-                    /** @description `next_cursor` of the previous page */
-                    cursor?: string;
-                    /** @description `true`: every user's executions (admins only) */
-                    all?: string;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ExecutionPage"];
-                    };
-                };
-                "4XX": {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["executions_list"];
         put?: never;
         post?: never;
         delete?: never;
@@ -195,36 +159,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    /** @description execution id */
-                    id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ExecutionView"];
-                    };
-                };
-                "4XX": {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["executions_get_one"];
         put?: never;
         post?: never;
         delete?: never;
@@ -308,71 +243,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: {
-            parameters: {
-                query?: {
-                    /** @description 1-100, default 20 */
-                    limit?: string;
-                    /** @description `next_cursor` of the previous page */
-                    cursor?: string;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ScriptPage"];
-                    };
-                };
-                "4XX": {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["scripts_list"];
         put?: never;
         /** 409 `script_name_taken` when the name is in use. */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": components["schemas"]["CreateScript"];
-                };
-            };
-            responses: {
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Script"];
-                    };
-                };
-                "4XX": {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        post: operations["scripts_create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -386,67 +260,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    /** @description script id */
-                    id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Script"];
-                    };
-                };
-                "4XX": {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["scripts_get_one"];
         /** Rename or update: any subset of the fields. */
         put: operations["update"];
         post?: never;
-        delete: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    /** @description script id */
-                    id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                204: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-                "4XX": {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        delete: operations["scripts_remove"];
         options?: never;
         head?: never;
         patch?: never;
@@ -475,40 +293,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: {
-            parameters: {
-                query?: {
-                    /** @description `true`: only unread notifications */
-                    unread_only?: string;
-                    /** @description 1-100, default 20 */
-                    limit?: string;
-                    /** @description `next_cursor` of the previous page */
-                    cursor?: string;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["NotificationPage"];
-                    };
-                };
-                "4XX": {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["notifications_list"];
         put?: never;
         post?: never;
         delete?: never;
@@ -559,34 +344,7 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        delete: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    /** @description notification id */
-                    id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                204: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-                "4XX": {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        delete: operations["notifications_remove"];
         options?: never;
         head?: never;
         patch?: never;
@@ -600,84 +358,13 @@ export interface paths {
             cookie?: never;
         };
         /** Sessions, newest first. */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description created, running, paused, completed, cancelled or failed */
-                    state?: components["schemas"]["ReplayState"];
-                    /** @description 1-100, default 20 */
-                    limit?: string;
-                    /** @description `next_cursor` of the previous page */
-                    cursor?: string;
-                };
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ReplaySessionPage"];
-                    };
-                };
-                "4XX": {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        get: operations["admin_replay_list"];
         put?: never;
         /**
          * 201 with the new session (state `created`; `start` it), or 200 with a count and preview
          *     for `dry_run`.
          */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": components["schemas"]["CreateReplay"];
-                };
-            };
-            responses: {
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["DryRun"];
-                    };
-                };
-                201: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ReplaySession"];
-                    };
-                };
-                "4XX": {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ErrorBody"];
-                    };
-                };
-            };
-        };
+        post: operations["admin_replay_create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -692,7 +379,7 @@ export interface paths {
             cookie?: never;
         };
         /** One session with its progress. */
-        get: operations["show"];
+        get: operations["admin_replay_show"];
         put?: never;
         post?: never;
         delete?: never;
@@ -717,6 +404,99 @@ export interface paths {
          */
         post: operations["transition"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/dlq": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Dead-lettered messages, newest first, with filters. */
+        get: operations["admin_dlq_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/dlq/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One dead-lettered message with its payload, headers and history. */
+        get: operations["admin_dlq_show"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/dlq/{id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Makes the message due now (status `pending`, no age limit for this attempt); dlq-processor
+         *     re-publishes it to its original topic within `dlq.scan_interval_ms`. 409 `invalid_status`
+         *     while a re-publish is in flight or after a discard.
+         */
+        post: operations["retry"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/dlq/{id}/discard": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Gives up on the message for good; the reason is kept and announced in
+         *     `dlq_message_discarded`. 409 `invalid_status` while a re-publish is in flight or after a
+         *     discard.
+         */
+        post: operations["discard"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/rate-limits/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_override"];
+        /** Replaces the user's override; applies at once on this replica, within 5 s on the others. */
+        put: operations["put_override"];
+        post?: never;
+        delete: operations["delete_override"];
         options?: never;
         head?: never;
         patch?: never;
@@ -804,6 +584,24 @@ export interface components {
             /** Format: double */
             daily_budget_usd: number;
         };
+        /** @description An agent run; sent with `"kind": "agent"`. */
+        AgentSubmit: {
+            provider: string;
+            model?: string | null;
+            prompt: string;
+            files?: components["schemas"]["WorkspaceFile"][];
+            /**
+             * Format: int64
+             * @description Signed so a negative value gets `invalid_timeout` rather than a JSON type error.
+             */
+            timeout_seconds?: number | null;
+            /** Format: int64 */
+            max_tokens?: number | null;
+            /** Format: double */
+            max_cost_usd?: number | null;
+            /** Format: int64 */
+            priority?: number | null;
+        };
         CreateReplay: {
             filter: components["schemas"]["ReplayFilter"];
             /** @description Default `session_topic` (`{prefix}replay_{session id without dashes}`). */
@@ -845,6 +643,61 @@ export interface components {
             token: string;
             /** Format: date-time */
             created_at: string;
+        };
+        DiscardRequest: {
+            /** @description Why the message is given up on (1-1000 characters); kept with the message. */
+            reason: string;
+        };
+        /** @description One dead-lettered message in full. */
+        DlqMessageView: components["schemas"]["DlqSummary"] & {
+            /** @description The payload as text when it is UTF-8. */
+            payload_text?: string | null;
+            payload_base64?: string | null;
+            /** @description Every header of the dead-lettered copy, the dead-letter contract's included. */
+            headers: components["schemas"]["HeaderView"][];
+            history: components["schemas"]["HistoryView"][];
+        };
+        DlqPage: {
+            items: components["schemas"]["DlqSummary"][];
+            next_cursor?: string | null;
+        };
+        /** @description A dead-lettered message without its payload, headers and history. */
+        DlqSummary: {
+            id: string;
+            /** @description pending, retrying, retried, parked or discarded */
+            status: string;
+            original_topic: string;
+            /** Format: int32 */
+            original_partition: number;
+            /** Format: int64 */
+            original_offset: number;
+            /** @description The original key as text (invalid UTF-8 replaced); the bytes are in `key_base64`. */
+            key?: string | null;
+            key_base64?: string | null;
+            event_type?: string | null;
+            /** @description The `[dlq]` retry policy: commands, execution_events, results or default. */
+            policy: string;
+            consumer_group: string;
+            error_class: string;
+            /** @description `poison` or `retries_exhausted`. */
+            error_kind: string;
+            error_message: string;
+            /**
+             * Format: int32
+             * @description Re-publishes so far.
+             */
+            attempts: number;
+            /** Format: date-time */
+            next_attempt_at?: string | null;
+            /** Format: date-time */
+            expires_at?: string | null;
+            /** Format: date-time */
+            first_failed_at: string;
+            /** Format: date-time */
+            received_at: string;
+            /** Format: date-time */
+            updated_at: string;
+            discard_reason?: string | null;
         };
         DryRun: {
             /**
@@ -921,11 +774,30 @@ export interface components {
             /** @description Agent executions only: the request and, once finished, the agent's report. */
             agent?: Record<string, never> | null;
         };
+        HeaderView: {
+            name: string;
+            /** @description As text, invalid UTF-8 replaced. */
+            value: string;
+            value_base64: string;
+        };
         HistoryPage: {
             /** @description Events as they were published (see `docs/events.md`), oldest first. */
             items: Record<string, never>[];
             /** @description Pass as `cursor` for the next (later) page; `null` on the last page. */
             next_cursor?: string | null;
+        };
+        HistoryView: {
+            /** Format: date-time */
+            at: string;
+            /** @description failed, retried, retry_requested, parked or discarded */
+            action: string;
+            /** Format: int32 */
+            attempt: number;
+            error_class?: string | null;
+            error_message?: string | null;
+            reason?: string | null;
+            /** @description The admin, for admin actions. */
+            by?: string | null;
         };
         LanguageView: {
             lang: string;
@@ -989,6 +861,22 @@ export interface components {
         };
         /** @enum {string} */
         OutputStream: "stdout" | "stderr";
+        /** @description A user's budgets, instead of the configured ones. */
+        OverrideRequest: {
+            /** @description No request budgets at all for this user (the login lockout still applies). */
+            exempt?: boolean;
+            /**
+             * Format: double
+             * @description Scales every configured rule's `requests` (0 < multiplier <= 1000); default 1.
+             */
+            multiplier?: number;
+            /** @description Exact rules for some routes, keyed like `rate_limit.routes` (`"POST /api/v1/execute"`). */
+            routes?: {
+                [key: string]: Record<string, never>;
+            };
+            /** @description Why (for the next admin). */
+            note?: string;
+        };
         /** @description The last event a session replayed; replay goes on after it. */
         Position: {
             /** Format: date-time */
@@ -1022,6 +910,20 @@ export interface components {
         Providers: {
             providers: components["schemas"]["ProviderView"][];
             limits: components["schemas"]["AgentLimitsView"];
+        };
+        /** @description A stored override. */
+        RateLimitOverride: {
+            user_id: string;
+            exempt: boolean;
+            /** Format: double */
+            multiplier: number;
+            routes: {
+                [key: string]: Record<string, never>;
+            };
+            note: string;
+            /** Format: date-time */
+            updated_at: string;
+            updated_by: string;
         };
         RegisterRequest: {
             username: string;
@@ -1136,6 +1038,11 @@ export interface components {
             /** Format: int64 */
             priority?: number | null;
         };
+        /**
+         * @description The body of `POST /api/v1/execute` as documented: a script, or an agent run (its fields plus
+         *     `"kind": "agent"`). Documentation only: [`super::agent::SubmitBody`] parses requests.
+         */
+        SubmitSchema: components["schemas"]["SubmitRequest"] | components["schemas"]["AgentSubmit"];
         /** @description An execution without its script and output. */
         Summary: {
             execution_id: string;
@@ -1197,6 +1104,16 @@ export interface components {
             version: string;
             file_name: string;
             example: string;
+        };
+        /** @description One file the workspace starts with. */
+        WorkspaceFile: {
+            path: string;
+            content: string;
+            /**
+             * @description `utf8` (default) or `base64`.
+             * @example utf8
+             */
+            encoding?: string;
         };
     };
     responses: never;
@@ -1439,7 +1356,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["SubmitRequest"];
+                "application/json": components["schemas"]["SubmitSchema"];
             };
         };
         responses: {
@@ -1465,6 +1382,73 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    executions_list: {
+        parameters: {
+            query?: {
+                /** @description queued, scheduled, running, completed, failed, timeout or cancelled */
+                status?: string;
+                lang?: string;
+                /** @description 1-100, default 20 */
+                limit?: string;
+                /** @description `next_cursor` of the previous page */
+                cursor?: string;
+                /** @description `true`: every user's executions (admins only) */
+                all?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExecutionPage"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    executions_get_one: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description execution id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExecutionView"];
                 };
             };
             "4XX": {
@@ -1588,6 +1572,99 @@ export interface operations {
             };
         };
     };
+    scripts_list: {
+        parameters: {
+            query?: {
+                /** @description 1-100, default 20 */
+                limit?: string;
+                /** @description `next_cursor` of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScriptPage"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    scripts_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateScript"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Script"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    scripts_get_one: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description script id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Script"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     update: {
         parameters: {
             query?: never;
@@ -1611,6 +1688,34 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Script"];
                 };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    scripts_remove: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description script id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             "4XX": {
                 headers: {
@@ -1680,6 +1785,40 @@ export interface operations {
             };
         };
     };
+    notifications_list: {
+        parameters: {
+            query?: {
+                /** @description `true`: only unread notifications */
+                unread_only?: string;
+                /** @description 1-100, default 20 */
+                limit?: string;
+                /** @description `next_cursor` of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NotificationPage"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     mark_read: {
         parameters: {
             query?: never;
@@ -1733,7 +1872,108 @@ export interface operations {
             };
         };
     };
-    show: {
+    notifications_remove: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description notification id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    admin_replay_list: {
+        parameters: {
+            query?: {
+                /** @description created, running, paused, completed, cancelled or failed */
+                state?: components["schemas"]["ReplayState"];
+                /** @description 1-100, default 20 */
+                limit?: string;
+                /** @description `next_cursor` of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReplaySessionPage"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    admin_replay_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateReplay"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DryRun"];
+                };
+            };
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReplaySession"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    admin_replay_show: {
         parameters: {
             query?: never;
             header?: never;
@@ -1784,6 +2024,234 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["ReplaySession"];
                 };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    admin_dlq_list: {
+        parameters: {
+            query?: {
+                /** @description pending, retrying, retried, parked or discarded */
+                status?: string;
+                /** @description The original topic, with its prefix. */
+                topic?: string;
+                /** @description e.g. `result_stored` */
+                event_type?: string;
+                /** @description First failure at or after this time (RFC 3339). */
+                from?: string;
+                /** @description First failure before this time (RFC 3339). */
+                to?: string;
+                /** @description 1-100, default 20 */
+                limit?: string;
+                /** @description `next_cursor` of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DlqPage"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    admin_dlq_show: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description dlq message id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DlqMessageView"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    retry: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description dlq message id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DlqMessageView"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    discard: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description dlq message id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DiscardRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DlqMessageView"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_override: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the user */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitOverride"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_override: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the user */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OverrideRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitOverride"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_override: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the user */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             "4XX": {
                 headers: {

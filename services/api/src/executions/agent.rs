@@ -46,7 +46,8 @@ impl<'de> Deserialize<'de> for SubmitBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// An agent run; sent with `"kind": "agent"`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSubmit {
     pub provider: String,

@@ -119,6 +119,16 @@ pub(super) fn resolve_priority(requested: Option<i64>) -> Result<u8, ApiError> {
         .ok_or_else(|| ApiError::bad_request("invalid_priority", "priority: 0-9"))
 }
 
+/// The body of `POST /api/v1/execute` as documented: a script, or an agent run (its fields plus
+/// `"kind": "agent"`). Documentation only: [`super::agent::SubmitBody`] parses requests.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum SubmitSchema {
+    Script(SubmitRequest),
+    Agent(super::agent::AgentSubmit),
+}
+
 /// A UUIDv7 and a `created_at` taken from its own timestamp, so sorting by either agrees and
 /// the id can serve as a time cursor.
 fn new_id() -> (String, bson::DateTime) {
@@ -147,7 +157,7 @@ fn existing(doc: &ExecutionDoc) -> (StatusCode, Json<Accepted>) {
 }
 
 /// 202 for a new execution; 200 with the earlier one when `Idempotency-Key` repeats.
-#[utoipa::path(post, path = "/api/v1/execute", tag = "executions", request_body = SubmitRequest,
+#[utoipa::path(post, path = "/api/v1/execute", tag = "executions", request_body = SubmitSchema,
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe submission")),
     security(("session" = []), ("bearer" = [])),
     responses((status = 202, body = Accepted), (status = 200, body = Accepted),

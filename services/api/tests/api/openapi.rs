@@ -149,3 +149,23 @@ async fn the_document_is_served_as_openapi_3_1() {
     }
     app.cleanup().await;
 }
+
+/// Client generators key operations by id: each must be used once.
+#[test]
+fn every_operation_id_is_unique() {
+    let document = serde_json::to_value(api::openapi::document()).unwrap();
+    let mut seen = BTreeMap::<String, usize>::new();
+    for item in document["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            if let Some(id) = operation["operationId"].as_str() {
+                *seen.entry(id.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    let shared: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        shared.is_empty(),
+        "operation ids used more than once: {shared:?}"
+    );
+    assert!(seen.len() > 20, "{seen:?}");
+}
