@@ -7,11 +7,12 @@ use std::time::Duration;
 use mongodb::bson::{self, Bson, doc};
 use shared::config::DlqConfig;
 use shared::dlq::{DlqMessage, DlqStatus, HistoryAction, HistoryEntry};
+use shared::events::dead_letter_topic;
 use shared::kafka::EventProducer;
 use tokio_util::sync::CancellationToken;
 
 use crate::announce::{Announcement, announce};
-use crate::receive::{PARKED_MAX_AGE, next_attempt_at, policy_of};
+use crate::receive::{PARKED_MALFORMED, PARKED_MAX_AGE, next_attempt_at, policy_of};
 use crate::store::{Claimed, ProcessorStore};
 
 #[derive(Debug, Clone)]
@@ -56,23 +57,26 @@ impl Scheduler {
     async fn handle(&self, claimed: &Claimed) -> Result<(), mongodb::error::Error> {
         let message = &claimed.message;
         let policy = policy_of(&self.config, message);
-        if message
-            .expires_at
-            .is_some_and(|at| at <= bson::DateTime::now())
-        {
+        // A message that came without dead-letter headers has no origin to go back to; sending
+        // it to the dead-letter topic would only store it again.
+        let park_reason =
+            if message.original_topic == dead_letter_topic(self.producer.topic_prefix()) {
+                Some(PARKED_MALFORMED)
+            } else if message
+                .expires_at
+                .is_some_and(|at| at <= bson::DateTime::now())
+            {
+                Some(PARKED_MAX_AGE)
+            } else {
+                None
+            };
+        if let Some(reason) = park_reason {
             let mut entry = HistoryEntry::new(HistoryAction::Parked, message.attempts);
-            entry.reason = Some(PARKED_MAX_AGE.into());
+            entry.reason = Some(reason.into());
             let set = doc! { "status": DlqStatus::Parked.as_str(), "next_attempt_at": Bson::Null };
             if self.store.finish_claim(claimed, set, Some(&entry)).await? {
-                tracing::warn!(dlq_id = %message.id, attempts = message.attempts, "dead-lettered message parked: too old");
-                announce(
-                    &self.producer,
-                    message,
-                    Announcement::Parked {
-                        reason: PARKED_MAX_AGE,
-                    },
-                )
-                .await;
+                tracing::warn!(dlq_id = %message.id, attempts = message.attempts, reason, "dead-lettered message parked");
+                announce(&self.producer, message, Announcement::Parked { reason }).await;
             }
             return Ok(());
         }

@@ -474,3 +474,50 @@ async fn discarding_keeps_the_reason_and_stops_retries() {
     assert_eq!(after.attempts, 0);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_without_dead_letter_headers_is_parked_and_never_looped_back() {
+    let h = Harness::new(300).await;
+    let dlq_topic = dead_letter_topic(&h.config.kafka.topic_prefix);
+    h.producer
+        .send(
+            &dlq_topic,
+            Some(b"stray".as_slice()),
+            Some(b"who sent this"),
+            &HeaderList::default(),
+        )
+        .await
+        .unwrap();
+    let query = dlq::DlqQuery {
+        original_topic: Some(dlq_topic.clone()),
+        ..Default::default()
+    };
+    let stored = wait_until_async(WAIT, || async {
+        h.store.list(&query, 10).await.unwrap().len() == 1
+    })
+    .await;
+    assert!(stored, "the stray message was not stored");
+    let stray = h.store.list(&query, 10).await.unwrap().remove(0);
+    assert_eq!(stray.status, DlqStatus::Parked);
+    assert_eq!(stray.error_class, "malformed_dead_letter");
+    assert_eq!(stray.payload.as_ref().unwrap().bytes, b"who sent this");
+
+    // A manual retry has nowhere to send it: it is parked again instead of re-published.
+    h.store.retry_now(&stray.id, "root").await.unwrap();
+    let parked_again = wait_until_async(WAIT, || async {
+        let m = h.store.get(&stray.id).await.unwrap().unwrap();
+        m.status == DlqStatus::Parked
+            && m.history
+                .last()
+                .is_some_and(|e| e.action == HistoryAction::Parked)
+            && m.history
+                .iter()
+                .any(|e| e.action == HistoryAction::RetryRequested)
+    })
+    .await;
+    let after = h.store.get(&stray.id).await.unwrap().unwrap();
+    assert!(parked_again, "{after:#?}");
+    assert_eq!(after.attempts, 0);
+    assert_eq!(h.store.list(&query, 10).await.unwrap().len(), 1);
+    h.stop().await;
+}
