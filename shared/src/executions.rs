@@ -157,6 +157,11 @@ pub struct ExecutionView {
     pub status: ExecutionStatus,
     pub lang: String,
     pub lang_version: String,
+    /// What was run, so the owner can run it again from any browser.
+    #[serde(default)]
+    pub script: String,
+    #[serde(default)]
+    pub stdin: Option<String>,
     pub stdout: String,
     pub stderr: String,
     pub stdout_truncated: bool,
@@ -181,6 +186,8 @@ impl From<&ExecutionDoc> for ExecutionView {
             status: doc.status,
             lang: doc.lang.clone(),
             lang_version: doc.lang_version.clone(),
+            script: doc.script.clone(),
+            stdin: doc.stdin.clone(),
             stdout: doc.stdout.clone(),
             stderr: doc.stderr.clone(),
             stdout_truncated: doc.stdout_truncated,

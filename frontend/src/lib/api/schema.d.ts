@@ -756,6 +756,9 @@ export interface components {
             status: components["schemas"]["ExecutionStatus"];
             lang: string;
             lang_version: string;
+            /** @description What was run, so the owner can run it again from any browser. */
+            script?: string;
+            stdin?: string | null;
             stdout: string;
             stderr: string;
             stdout_truncated: boolean;
