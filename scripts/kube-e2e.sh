@@ -98,6 +98,7 @@ up() {
     --authorization-mode=RBAC --service-account-issuer=https://kubernetes.default.svc \
     --service-account-key-file=sa.pub --service-account-signing-key-file=sa.key \
     --service-cluster-ip-range=10.96.0.0/24 --disable-admission-plugins=ServiceAccount \
+    --etcd-compaction-interval=10s \
     >apiserver.log 2>&1 &
   echo $! >apiserver.pid
   wait_for "https://127.0.0.1:$API_PORT/readyz" 60
@@ -115,8 +116,23 @@ contexts:
   context: {cluster: e2e, user: admin}
 current-context: e2e
 EOF
-  "$BIN/kwok" --kubeconfig "$STATE/kubeconfig" --manage-all-nodes=true >kwok.log 2>&1 &
+  # KWOK's own "fast" stages (from its module source): nodes become Ready, pods on them Running,
+  # deleted pods go away. Terminal phases are set by the tests through the status subresource.
+  local stages
+  stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@v$KWOK_VERSION/kustomize/stage"
+  for f in node/fast/node-initialize pod/fast/pod-ready pod/fast/pod-delete; do
+    cat "$stages/$f.yaml" && echo "---"
+  done >stages.yaml
+  "$BIN/kwok" --kubeconfig "$STATE/kubeconfig" --manage-all-nodes=true --config stages.yaml >kwok.log 2>&1 &
   echo $! >kwok.pid
+  # The executor namespace, RBAC and policies exactly as shipped (also a server-side schema check),
+  # the platform's two service accounts, and one fake node for KWOK.
+  local k=(kubectl --kubeconfig "$STATE/kubeconfig")
+  "${k[@]}" create namespace kiln --dry-run=client -o yaml | "${k[@]}" apply -f - >/dev/null
+  "${k[@]}" apply --server-side -f "$ROOT/k8s/executors/" >/dev/null
+  "${k[@]}" -n kiln apply -f "$ROOT/k8s/platform/base/service-accounts.yaml" >/dev/null
+  printf 'apiVersion: v1\nkind: Node\nmetadata:\n  name: kwok-node-0\n  annotations: {kwok.x-k8s.io/node: fake}\n' |
+    "${k[@]}" apply -f - >/dev/null
   log "apiserver ready at https://127.0.0.1:$API_PORT (kubeconfig $STATE/kubeconfig)"
 }
 
