@@ -287,6 +287,8 @@ pub enum ActionError {
     WrongStatus(DlqStatus),
     #[error(transparent)]
     Mongo(#[from] mongodb::error::Error),
+    #[error("history entry not encodable")]
+    Encode(#[from] bson::ser::Error),
 }
 
 /// `dlq_messages`, read and acted on by admins.
@@ -379,7 +381,7 @@ impl DlqStore {
                     "expires_at": Bson::Null,
                     "updated_at": now,
                 },
-                "$push": { "history": bson::to_bson(&entry).unwrap_or(Bson::Null) },
+                "$push": { "history": bson::to_bson(&entry)? },
                 "$inc": { "version": 1 },
             },
         )
@@ -406,7 +408,7 @@ impl DlqStore {
                     "discard_reason": reason,
                     "updated_at": now,
                 },
-                "$push": { "history": bson::to_bson(&entry).unwrap_or(Bson::Null) },
+                "$push": { "history": bson::to_bson(&entry)? },
                 "$inc": { "version": 1 },
             },
         )

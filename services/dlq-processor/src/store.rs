@@ -30,8 +30,8 @@ pub struct ProcessorStore {
     pub shared: DlqStore,
 }
 
-fn history(entry: &HistoryEntry) -> Bson {
-    bson::to_bson(entry).unwrap_or(Bson::Null)
+fn history(entry: &HistoryEntry) -> MongoResult<Bson> {
+    Ok(bson::to_bson(entry)?)
 }
 
 impl ProcessorStore {
@@ -57,7 +57,10 @@ impl ProcessorStore {
         entries: &[HistoryEntry],
         source: &str,
     ) -> MongoResult<bool> {
-        let entries: Vec<Bson> = entries.iter().map(history).collect();
+        let entries = entries
+            .iter()
+            .map(history)
+            .collect::<MongoResult<Vec<Bson>>>()?;
         let result = self
             .shared
             .collection
@@ -94,7 +97,7 @@ impl ProcessorStore {
                 doc! {
                     "$set": {
                         "status": DlqStatus::Retrying.as_str(),
-                        "claim": bson::to_bson(&claim).unwrap_or(Bson::Null),
+                        "claim": bson::to_bson(&claim)?,
                         "updated_at": now,
                     },
                     "$inc": { "version": 1 },
@@ -118,7 +121,7 @@ impl ProcessorStore {
         set.insert("updated_at", bson::DateTime::now());
         let mut update = doc! { "$set": set, "$inc": { "version": 1 } };
         if let Some(entry) = entry {
-            update.insert("$push", doc! { "history": history(entry) });
+            update.insert("$push", doc! { "history": history(entry)? });
         }
         let result = self
             .shared

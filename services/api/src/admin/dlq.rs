@@ -295,6 +295,7 @@ fn action_error(error: ActionError, action: &str) -> ApiError {
             ),
         ),
         ActionError::Mongo(error) => ApiError::internal(error),
+        ActionError::Encode(error) => ApiError::internal(error),
     }
 }
 
