@@ -52,3 +52,29 @@ pub fn api_status(error: &kube::Error) -> Option<u16> {
         _ => None,
     }
 }
+
+/// The opt-in test cluster of `scripts/kube-e2e.sh` (its kubeconfig in `KILN_E2E_KUBECONFIG`), as
+/// its admin or impersonating `user` (e.g. `system:serviceaccount:kiln:kiln-pod-monitor`), so a
+/// test proves what that account's RBAC allows.
+#[cfg(feature = "testing")]
+pub async fn e2e_client(user: Option<&str>) -> Result<Client, KubeConnectError> {
+    let path = std::env::var("KILN_E2E_KUBECONFIG").map_err(|_| {
+        KubeConnectError::Infer("KILN_E2E_KUBECONFIG is not set (run scripts/kube-e2e.sh)".into())
+    })?;
+    let kubeconfig_error = |e: String| KubeConnectError::Kubeconfig {
+        path: path.clone(),
+        message: e,
+    };
+    let file = Kubeconfig::read_from(&path).map_err(|e| kubeconfig_error(e.to_string()))?;
+    let mut config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| kubeconfig_error(e.to_string()))?;
+    if let Some(user) = user {
+        config.auth_info.impersonate = Some(user.to_owned());
+        config.auth_info.impersonate_groups = Some(vec![
+            "system:serviceaccounts".into(),
+            "system:authenticated".into(),
+        ]);
+    }
+    Client::try_from(config).map_err(|e| KubeConnectError::Client(e.to_string()))
+}

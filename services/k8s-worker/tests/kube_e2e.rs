@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_worker::kube::KubeRuntime;
 use k8s_worker::{ExecutorMeta, ExecutorRuntime, ExecutorSpec};
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use shared::config::{Config, KubernetesConfig};
 use shared::events::ExecutionLimits;
 use shared::kube_client::api_status;
@@ -21,22 +20,7 @@ const NS: &str = "kiln-executors";
 
 /// The e2e cluster as admin, or impersonating `user`.
 async fn client(user: Option<&str>) -> kube::Client {
-    let path = std::env::var("KILN_E2E_KUBECONFIG")
-        .expect("KILN_E2E_KUBECONFIG (run scripts/kube-e2e.sh)");
-    let mut config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(path).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    if let Some(user) = user {
-        config.auth_info.impersonate = Some(user.into());
-        config.auth_info.impersonate_groups = Some(vec![
-            "system:serviceaccounts".into(),
-            "system:authenticated".into(),
-        ]);
-    }
-    kube::Client::try_from(config).unwrap()
+    shared::kube_client::e2e_client(user).await.unwrap()
 }
 
 fn spec(id: &str) -> ExecutorSpec {

@@ -4,54 +4,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::{Arc, Mutex};
+mod observer;
+
+use observer::observe;
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use pod_monitor::KubeMonitor;
 use serde_json::json;
 use shared::config::KubernetesConfig;
-use shared::events::{Event, EventPayload, EventType, topic_for};
-use shared::kafka::{
-    ConsumerSettings, EventProducer, Handler, HandlerError, InboundMessage, ensure_topics,
-    run_consumer,
-};
-use shared::testing::{test_config, wait_until, wait_until_async};
-use tokio_util::sync::CancellationToken;
+use shared::events::{EventPayload, EventType};
+use shared::testing::{wait_until, wait_until_async};
 use uuid::Uuid;
 
 const NS: &str = "kiln-executors";
 const WAIT: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<Event>>>);
-
-impl Handler for Events {
-    async fn handle(&self, message: &InboundMessage) -> Result<(), HandlerError> {
-        self.0.lock().unwrap().push(message.decode_event()?);
-        Ok(())
-    }
-}
-
 async fn client(user: Option<&str>) -> kube::Client {
-    let path = std::env::var("KILN_E2E_KUBECONFIG")
-        .expect("KILN_E2E_KUBECONFIG (run scripts/kube-e2e.sh)");
-    let mut config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(path).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    if let Some(user) = user {
-        config.auth_info.impersonate = Some(user.into());
-        config.auth_info.impersonate_groups = Some(vec![
-            "system:serviceaccounts".into(),
-            "system:authenticated".into(),
-        ]);
-    }
-    kube::Client::try_from(config).unwrap()
+    shared::kube_client::e2e_client(user).await.unwrap()
 }
 
 /// A minimal executor pod that passes the "restricted" profile, bound to the KWOK node.
@@ -83,33 +55,8 @@ fn executor_pod(id: &str) -> Pod {
 #[tokio::test]
 #[ignore = "needs a real kube-apiserver: scripts/kube-e2e.sh"]
 async fn kube_e2e_monitor_reports_running_and_finished_pods_and_deletes_them() {
-    let config = test_config().unwrap();
-    ensure_topics(&config.kafka).await.unwrap();
-    let producer = EventProducer::new(&config.kafka, "kube-e2e").unwrap();
-    let events = Events::default();
-    let shutdown = CancellationToken::new();
-    // Stops the observer even when an assertion fails (its blocking poll would keep the test alive).
-    let _stop = shutdown.clone().drop_guard();
-    let topics = [
-        EventType::PodRunning,
-        EventType::ExecutionCompleted,
-        EventType::PodTerminated,
-    ]
-    .iter()
-    .map(|t| topic_for(&config.kafka.topic_prefix, *t))
-    .collect();
-    tokio::spawn(run_consumer(
-        config.kafka.clone(),
-        ConsumerSettings {
-            group_id: format!("{}observer", config.kafka.topic_prefix),
-            topics,
-            client_id: "observer".into(),
-            drain_timeout: Duration::from_secs(2),
-        },
-        Arc::new(events.clone()),
-        producer.clone(),
-        shutdown.clone(),
-    ));
+    let observer = observe().await;
+    let (events, producer) = (observer.events.clone(), observer.producer.clone());
 
     let admin: Api<Pod> = Api::namespaced(client(None).await, NS);
     let id = Uuid::now_v7().to_string();
@@ -142,17 +89,7 @@ async fn kube_e2e_monitor_reports_running_and_finished_pods_and_deletes_them() {
         "pod-monitor",
     );
     monitor.reconcile().await.expect("list allowed by the Role");
-    assert!(
-        wait_until(WAIT, || events
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .any(
-                |e| e.aggregate_id == id && e.event_type() == EventType::PodRunning
-            ))
-        .await
-    );
+    assert!(wait_until(WAIT, || events.has(&id, EventType::PodRunning)).await);
     let recorded = admin
         .get(&name)
         .await
@@ -181,26 +118,18 @@ async fn kube_e2e_monitor_reports_running_and_finished_pods_and_deletes_them() {
 
     monitor.reconcile().await.unwrap();
     assert!(
-        wait_until(WAIT, || {
-            let seen = events.0.lock().unwrap();
-            [EventType::ExecutionCompleted, EventType::PodTerminated]
-                .iter()
-                .all(|t| {
-                    seen.iter()
-                        .any(|e| e.aggregate_id == id && e.event_type() == *t)
-                })
-        })
+        wait_until(WAIT, || [
+            EventType::ExecutionCompleted,
+            EventType::PodTerminated
+        ]
+        .iter()
+        .all(|t| events.has(&id, *t)))
         .await
     );
-    let completed = events
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|e| match &e.payload {
-            EventPayload::ExecutionCompleted(done) if e.aggregate_id == id => Some(done.clone()),
-            _ => None,
-        });
+    let completed = events.of(&id).into_iter().find_map(|e| match e.payload {
+        EventPayload::ExecutionCompleted(done) => Some(done),
+        _ => None,
+    });
     assert_eq!(completed.unwrap().outcome.exit_code, Some(0));
     // Deleted by the monitor (KWOK finishes the graceful delete).
     assert!(
@@ -220,9 +149,8 @@ async fn kube_e2e_monitor_reports_running_and_finished_pods_and_deletes_them() {
 #[ignore = "needs a real kube-apiserver: scripts/kube-e2e.sh"]
 async fn kube_e2e_the_watch_continues_from_the_list_version() {
     let monitor_client = client(Some("system:serviceaccount:kiln:kiln-pod-monitor")).await;
-    let config = test_config().unwrap();
-    ensure_topics(&config.kafka).await.unwrap();
-    let producer = EventProducer::new(&config.kafka, "kube-e2e").unwrap();
+    let observer = observe().await;
+    let producer = observer.producer.clone();
     let settings = KubernetesConfig {
         reconcile_interval_seconds: 3,
         ..KubernetesConfig::default()

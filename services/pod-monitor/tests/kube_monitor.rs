@@ -3,7 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::{Arc, Mutex};
+mod observer;
+
+use observer::{Events, Observer, observe};
+
 use std::time::Duration;
 
 use http::{Method, Request, Response};
@@ -13,45 +16,15 @@ use kube::client::Body;
 use pod_monitor::KubeMonitor;
 use serde_json::{Value, json};
 use shared::config::KubernetesConfig;
-use shared::events::{ErrorType, Event, EventPayload, EventType, topic_for};
-use shared::kafka::{
-    ConsumerSettings, EventProducer, Handler, HandlerError, InboundMessage, ensure_topics,
-    run_consumer,
-};
-use shared::testing::{test_config, wait_until};
-use tokio_util::sync::CancellationToken;
+use shared::events::{ErrorType, EventPayload, EventType};
+use shared::kafka::EventProducer;
+use shared::testing::wait_until;
 use tower_test::mock::{Handle, pair};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 const PODS: &str = "/api/v1/namespaces/kiln-executors/pods";
 const SELECTOR: &str = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dkiln%2Capp.kubernetes.io%2Fcomponent%3Dexecutor";
-
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<Event>>>);
-
-impl Handler for Events {
-    async fn handle(&self, message: &InboundMessage) -> Result<(), HandlerError> {
-        self.0.lock().unwrap().push(message.decode_event()?);
-        Ok(())
-    }
-}
-
-impl Events {
-    fn of(&self, id: &str) -> Vec<Event> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.aggregate_id == id)
-            .cloned()
-            .collect()
-    }
-
-    fn has(&self, id: &str, event_type: EventType) -> bool {
-        self.of(id).iter().any(|e| e.event_type() == event_type)
-    }
-}
 
 #[derive(Clone)]
 enum Reply {
@@ -109,49 +82,15 @@ fn serve(
 struct Harness {
     events: Events,
     producer: EventProducer,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _observer: Observer,
 }
 
 async fn harness() -> Harness {
-    let config = test_config().unwrap();
-    ensure_topics(&config.kafka).await.unwrap();
-    let producer = EventProducer::new(&config.kafka, "kube-monitor-test").unwrap();
-    let events = Events::default();
-    let shutdown = CancellationToken::new();
-    let topics = [
-        EventType::PodRunning,
-        EventType::ExecutionStarted,
-        EventType::ExecutionOutput,
-        EventType::ExecutionCompleted,
-        EventType::ExecutionTimeout,
-        EventType::ExecutionFailed,
-        EventType::PodTerminated,
-    ]
-    .iter()
-    .map(|t| topic_for(&config.kafka.topic_prefix, *t))
-    .collect();
-    tokio::spawn(run_consumer(
-        config.kafka.clone(),
-        ConsumerSettings {
-            group_id: format!("{}observer", config.kafka.topic_prefix),
-            topics,
-            client_id: "observer".into(),
-            drain_timeout: Duration::from_secs(2),
-        },
-        Arc::new(events.clone()),
-        producer.clone(),
-        shutdown.clone(),
-    ));
+    let observer = observe().await;
     Harness {
-        events,
-        producer,
-        shutdown,
+        events: observer.events.clone(),
+        producer: observer.producer.clone(),
+        _observer: observer,
     }
 }
 
