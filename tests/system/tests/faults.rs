@@ -165,6 +165,31 @@ async fn drain(store: &Store, ids: &[String]) -> Duration {
     }
 }
 
+/// After a fault ended: how long until the next execution finishes, i.e. until the pipeline
+/// flows again; `None` when all `expected` had finished already.
+async fn next_result(store: &Store, expected: usize) -> Option<Duration> {
+    let began = Instant::now();
+    let before = loop {
+        if let Some(n) = store.terminal_total().await {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if before >= expected as u64 {
+        return None;
+    }
+    loop {
+        if store.terminal_total().await.is_some_and(|n| n > before) {
+            return Some(began.elapsed());
+        }
+        assert!(
+            began.elapsed() < DRAIN_TIMEOUT,
+            "nothing finished after the fault"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[derive(Debug, Default)]
 struct Figures {
     executions: usize,
@@ -355,7 +380,8 @@ async fn kafka_broker_restart_mid_run_loses_nothing() {
     submitter.wait_for(EXECUTIONS / 3).await;
     let restarted_at = Instant::now();
     let down = kafka.restart().await;
-    println!("kafka restarted: away for {down:?}");
+    let flowing = next_result(&store, EXECUTIONS).await;
+    println!("kafka restarted: away for {down:?}, next result {flowing:?} after it was back");
     let jobs = submitter.handle.await.unwrap();
     let ids: Vec<String> = jobs.iter().map(|(id, _)| id.clone()).collect();
     drain(&store, &ids).await;
@@ -380,11 +406,13 @@ async fn mongo_unreachable_for_ten_seconds_loses_nothing_and_dead_letters_nothin
     // First the server hangs (requests time out), then it is gone (connections are refused).
     submitter.wait_for(EXECUTIONS / 3).await;
     mongo.freeze_for(OUTAGE).await;
-    println!("mongo frozen for {OUTAGE:?}");
+    let flowing = next_result(&store, EXECUTIONS).await;
+    println!("mongo frozen for {OUTAGE:?}, next result {flowing:?} after it thawed");
     submitter.wait_for(2 * EXECUTIONS / 3).await;
     let down = mongo.stop_for(OUTAGE).await;
-    println!("mongo stopped: away for {down:?}");
     let resumed = Instant::now();
+    let flowing = next_result(&store, EXECUTIONS).await;
+    println!("mongo stopped: away for {down:?}, next result {flowing:?} after it was back");
     let jobs = submitter.handle.await.unwrap();
     let ids: Vec<String> = jobs.iter().map(|(id, _)| id.clone()).collect();
     drain(&store, &ids).await;

@@ -57,6 +57,15 @@ impl Store {
             .ok()
     }
 
+    /// How many executions of this stack are terminal (`None` while the database does not answer).
+    pub async fn terminal_total(&self) -> Option<u64> {
+        self.db
+            .collection::<Document>("executions")
+            .count_documents(doc! { "status": { "$in": TERMINAL.to_vec() } })
+            .await
+            .ok()
+    }
+
     /// Every execution's document, by id.
     pub async fn executions(&self, ids: &[String]) -> HashMap<String, Document> {
         self.find("executions", doc! { "_id": { "$in": ids } })
