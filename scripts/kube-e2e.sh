@@ -84,6 +84,7 @@ wait_for() { # url, seconds
 }
 
 up() {
+  down # a second `up` would otherwise leave the first one's processes running
   mkdir -p "$STATE/run" && cd "$STATE/run"
   [[ -f sa.key ]] || { openssl genrsa -out sa.key 2048 2>/dev/null && openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null; }
   echo "$TOKEN" >"$STATE/token"
