@@ -34,10 +34,18 @@ impl From<LookupError> for crate::error::ApiError {
 }
 
 impl LanguageRegistry {
-    /// Keeps the languages this host can run (the same test k8s-worker applies): offering one
-    /// the executors cannot start would only produce failed executions.
-    pub fn from_config(configured: &[LanguageConfig]) -> Self {
-        Self::with_filter(configured, shared::config::is_runnable_interpreter)
+    /// The languages the executors can run. Locally, those whose interpreter this host has (the
+    /// same test k8s-worker applies): offering one the sandbox cannot start would only produce
+    /// failed executions. On Kubernetes every configured language: its image carries it.
+    pub fn from_config(runtime: &shared::config::RuntimeConfig) -> Self {
+        match runtime.kind {
+            shared::config::RuntimeKind::Kubernetes => {
+                Self::with_filter(&runtime.languages, |_| true)
+            }
+            shared::config::RuntimeKind::Local => {
+                Self::with_filter(&runtime.languages, shared::config::is_runnable_interpreter)
+            }
+        }
     }
 
     pub fn with_filter(configured: &[LanguageConfig], available: impl Fn(&str) -> bool) -> Self {
@@ -101,6 +109,21 @@ mod tests {
             memory_mb: None,
             max_processes: None,
         }
+    }
+
+    #[test]
+    fn on_kubernetes_every_configured_language_is_offered() {
+        let mut runtime = shared::config::RuntimeConfig {
+            languages: vec![lang("ruby", "3.1", "/not/on/this/host")],
+            ..Default::default()
+        };
+        assert!(
+            LanguageRegistry::from_config(&runtime)
+                .languages()
+                .is_empty()
+        );
+        runtime.kind = shared::config::RuntimeKind::Kubernetes;
+        assert_eq!(LanguageRegistry::from_config(&runtime).languages().len(), 1);
     }
 
     #[test]

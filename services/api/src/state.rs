@@ -95,7 +95,7 @@ impl AppState {
             db,
             redis,
             redis_client,
-            languages: LanguageRegistry::from_config(&config.runtime.languages),
+            languages: LanguageRegistry::from_config(&config.runtime),
             providers: crate::executions::agent::Providers::new(
                 &config.agents,
                 config.runtime.kind,
