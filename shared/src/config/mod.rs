@@ -4,10 +4,10 @@
 //! Secrets are `SecretString`s; the `Serialize` impl used by `--dump-config` and the start-up log
 //! redacts them, so printing the configuration can never leak a password.
 
-mod kubernetes;
-mod rate_limit;
 mod agents;
 mod dlq;
+mod kubernetes;
+mod rate_limit;
 mod redact;
 mod sections;
 mod validate;
@@ -18,10 +18,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-pub use kubernetes::{KubernetesConfig, is_dns_label};
-pub use rate_limit::{Cidr, RateLimitConfig, RateRule};
 pub use agents::*;
 pub use dlq::{DlqConfig, DlqPolicy};
+pub use kubernetes::{KubernetesConfig, is_dns_label};
+pub use rate_limit::{Cidr, RateLimitConfig, RateRule};
 pub use redact::{redact_url, redacted, redacted_url};
 pub use sections::*;
 
