@@ -15,7 +15,7 @@ use futures::StreamExt;
 use shared::config::MonitorConfig;
 use shared::events::{
     Event, EventMetadata, EventPayload, ExecutionOutput, ExecutionStarted, ExecutorRef,
-    OutputStream, PodTerminated,
+    OutputStream, PodTerminated, derived_event_id,
 };
 use shared::executions::ExecutorMeta;
 use shared::kafka::EventProducer;
@@ -386,6 +386,12 @@ pub(crate) fn new_event(
     );
     event.correlation_id = meta.correlation_id;
     event.causation_id = Some(meta.causation_id);
+    // Every event but an output chunk happens once per executor: its id is derived from the
+    // create command, so one published again after a restart (before the state recorded it) is
+    // the same event, deduplicated downstream, not a second `execution_started` or result.
+    if !matches!(event.payload, EventPayload::ExecutionOutput(_)) {
+        event.event_id = derived_event_id(meta.causation_id, event.event_type());
+    }
     // The executor's trace (its creation), not whatever span polls it.
     event.metadata.traceparent = meta.traceparent.clone();
     event

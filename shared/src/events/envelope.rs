@@ -119,8 +119,10 @@ impl Event {
     }
 }
 
-/// `cause` XORed with a fixed 128-bit FNV-1a hash of the type's name, marked as version 8.
-fn derived_event_id(cause: Uuid, event_type: EventType) -> Uuid {
+/// The id of the one event of `event_type` that `cause` leads to: `cause` XORed with a fixed
+/// 128-bit FNV-1a hash of the type's name, marked as version 8. Publishing that event again (a
+/// retry after a crash) under this id lets consumers deduplicate it.
+pub fn derived_event_id(cause: Uuid, event_type: EventType) -> Uuid {
     let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
     for byte in event_type.as_str().bytes() {
         hash ^= u128::from(byte);

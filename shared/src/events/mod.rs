@@ -6,7 +6,7 @@ mod envelope;
 mod payloads;
 
 pub use catalogue::{Category, EventPayload, EventType, catalogue_markdown};
-pub use envelope::{DecodeError, Event, EventMetadata};
+pub use envelope::{DecodeError, Event, EventMetadata, derived_event_id};
 pub use payloads::*;
 
 /// The dead-letter topic's name without prefix; it holds raw failed messages, not envelopes.

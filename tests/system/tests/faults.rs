@@ -258,8 +258,10 @@ async fn check(stack: &Stack, store: &Store, jobs: &[(String, Job)]) -> Figures 
                 problems.push(format!("{id}: {n} result_stored"));
             }
         }
-        if started.get(id).copied().unwrap_or(0) > 1 {
+        let starts = started.get(id).copied().unwrap_or(0);
+        if starts > 1 {
             figures.duplicated_started_events += 1;
+            problems.push(format!("{id}: {starts} execution_started"));
         }
     }
 
