@@ -22,7 +22,7 @@ pub(crate) fn spawn<T: Send + 'static>(
     mut from: impl Read + Send + 'static,
     mut to: File,
     limit: u64,
-    tap: Option<SyncSender<Vec<u8>>>,
+    mut tap: Option<SyncSender<Vec<u8>>>,
     done: Sender<T>,
     message: T,
 ) -> io::Result<JoinHandle<PumpOutcome>> {
@@ -43,10 +43,14 @@ pub(crate) fn spawn<T: Send + 'static>(
                     }
                 };
                 // Every byte, also past the limit, so an agent's final events are still parsed.
-                // Never blocks: a reader that fell behind misses the chunk, the log does not.
-                if let Some(tap) = &tap
-                    && tap.try_send(buf[..n].to_vec()).is_err()
-                {}
+                // A full tap blocks this copy (and so the agent's writes) until the runner's loop
+                // parses: dropping a chunk lost the agent's closing result under load. The tap
+                // is bounded, so a flood cannot grow memory; a parser gone stops the tapping.
+                if let Some(sender) = &tap
+                    && sender.send(buf[..n].to_vec()).is_err()
+                {
+                    tap = None;
+                }
                 let room = usize::try_from(limit.saturating_sub(written)).unwrap_or(usize::MAX);
                 let keep = n.min(room);
                 if keep < n {

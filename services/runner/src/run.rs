@@ -162,13 +162,18 @@ fn execute(paths: &StatePaths, result: &mut RunnerResult) -> Result<(), RunError
         .len()
         .saturating_sub(supervised.pumps_done);
     while pending > 0 {
-        match supervised
-            .events
-            .recv_timeout(drain_until.saturating_duration_since(Instant::now()))
-        {
+        // A pump may wait on the agent parser's tap: keep parsing while draining.
+        if let Some(watcher) = watcher.as_mut() {
+            watcher.poll();
+        }
+        let left = drain_until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match supervised.events.recv_timeout(left.min(CANCEL_POLL)) {
             Ok(Event::PumpDone) => pending -= 1,
-            Ok(Event::Exited(_)) => {}
-            Err(_) => break,
+            Ok(Event::Exited(_)) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
     }
     for (name, handle) in supervised.streams {
