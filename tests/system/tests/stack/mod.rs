@@ -118,6 +118,8 @@ impl Isolation {
                 work_dir.display().to_string(),
             ),
             ("KILN__LIFECYCLE__DRAIN_TIMEOUT_SECONDS".into(), "10".into()),
+            // The tests poll the api far faster than a person; the limiter has its own tests.
+            ("KILN__RATE_LIMIT__ENABLED".into(), "false".into()),
         ];
         Self { prefix, env }
     }
