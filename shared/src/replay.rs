@@ -127,8 +127,8 @@ impl ReplayFilter {
         Ok(())
     }
 
-    /// The query on the event store (`events`) that selects this filter's events; the
-    /// (aggregate_id | event_type | user_id | occurred_at) indexes serve it.
+    /// The query on the event store (`events`) that selects this filter's events; the store's
+    /// (aggregate_id, occurred_at) and occurred_at indexes serve it, the other fields filter.
     pub fn to_query(&self) -> Document {
         let mut query = Document::new();
         if !self.execution_ids.is_empty() {

@@ -1,7 +1,7 @@
 //! Start-up work: indexes on the api's collections and the default accounts.
 
 use shared::executions::EXECUTIONS_COLLECTION;
-use shared::mongo::{MongoError, ensure_indexes};
+use shared::mongo::{MongoError, drop_retired_indexes, ensure_indexes};
 
 use crate::auth::Role;
 use crate::auth::users::{self, API_TOKENS, USERS};
@@ -20,6 +20,7 @@ pub enum SetupError {
 pub async fn prepare(state: &AppState) -> Result<(), SetupError> {
     ensure_indexes(&state.db, USERS, users::user_indexes()).await?;
     ensure_indexes(&state.db, API_TOKENS, users::token_indexes()).await?;
+    drop_retired_indexes(&state.db, EXECUTIONS_COLLECTION, store::RETIRED_INDEXES).await?;
     ensure_indexes(&state.db, EXECUTIONS_COLLECTION, store::indexes()).await?;
     ensure_indexes(
         &state.db,

@@ -19,12 +19,7 @@ pub const SERVICE_NAME: &str = "event-replay";
 /// Builds this service's components.
 pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
     let config = &context.config;
-    shared::mongo::ensure_indexes(
-        &context.infra.mongo,
-        EVENTS_COLLECTION,
-        EventStore::indexes(config.event_store.retention_days),
-    )
-    .await?;
+    EventStore::prepare(&context.infra.mongo, config.event_store.retention_days).await?;
     shared::mongo::ensure_indexes(
         &context.infra.mongo,
         shared::replay::SESSIONS_COLLECTION,

@@ -10,6 +10,7 @@ use mongodb::bson::{self, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use shared::kafka::{Handler, HandlerError, InboundMessage};
+use shared::mongo::MongoError;
 use shared::mongo::batch::InsertBatcher;
 
 pub const EVENTS_COLLECTION: &str = "events";
@@ -32,20 +33,25 @@ impl EventStore {
         }
     }
 
-    /// Indexes for the history and replay queries (by execution, type, time and user), plus the
-    /// retention TTL.
+    /// Creates the store's indexes and drops those of earlier releases; every start calls it.
+    pub async fn prepare(db: &Database, retention_days: u64) -> Result<(), MongoError> {
+        shared::mongo::drop_retired_indexes(db, EVENTS_COLLECTION, RETIRED_INDEXES).await?;
+        shared::mongo::ensure_indexes(db, EVENTS_COLLECTION, Self::indexes(retention_days)).await
+    }
+
+    /// Indexes for the history (by execution) and for replays and retention (by time). Every
+    /// event is written once and read rarely, so no more than that: each index costs every
+    /// insert (~13 per execution). Replays filtered by type or user read the time range.
     pub fn indexes(retention_days: u64) -> Vec<IndexModel> {
-        let index = |keys: Document| IndexModel::builder().keys(keys).build();
         vec![
-            index(doc! { "aggregate_id": 1, "occurred_at": 1 }),
-            index(doc! { "event_type": 1, "occurred_at": 1 }),
-            index(doc! { "occurred_at": 1 }),
-            index(doc! { "user_id": 1, "occurred_at": 1 }),
             IndexModel::builder()
-                .keys(doc! { "stored_at": 1 })
+                .keys(doc! { "aggregate_id": 1, "occurred_at": 1 })
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "occurred_at": 1 })
                 .options(
                     IndexOptions::builder()
-                        .name("retention".to_owned())
+                        .name(RETENTION_INDEX.to_owned())
                         .expire_after(Duration::from_secs(retention_days * 86_400))
                         .build(),
                 )
@@ -53,6 +59,18 @@ impl EventStore {
         ]
     }
 }
+
+/// The TTL index on `occurred_at`; it also serves time-range replays.
+const RETENTION_INDEX: &str = "retention_by_occurred_at";
+
+/// Indexes of earlier releases: dropped at start (the `occurred_at_1` one would clash with the
+/// retention index on the same key).
+const RETIRED_INDEXES: &[&str] = &[
+    "event_type_1_occurred_at_1",
+    "occurred_at_1",
+    "user_id_1_occurred_at_1",
+    "retention",
+];
 
 impl Handler for EventStore {
     async fn handle(&self, message: &InboundMessage) -> Result<(), HandlerError> {

@@ -21,9 +21,7 @@ async fn every_event_is_stored_once_even_when_delivered_twice() {
     let db = shared::mongo::connect(&config.mongo, "event-store-test")
         .await
         .unwrap();
-    shared::mongo::ensure_indexes(&db, EVENTS_COLLECTION, EventStore::indexes(1))
-        .await
-        .unwrap();
+    EventStore::prepare(&db, 1).await.unwrap();
     let producer = EventProducer::new(&config.kafka, "event-store-test").unwrap();
     let event = Event::new(
         "exec-42",
@@ -99,4 +97,64 @@ async fn every_event_is_stored_once_even_when_delivered_twice() {
         2
     );
     db.drop().await.unwrap();
+}
+
+/// A database created by an earlier release (five secondary indexes, the TTL on `stored_at`)
+/// starts with the current two: the retired ones are dropped, the clashing key is recreated with
+/// its TTL, and a second start changes nothing.
+#[tokio::test]
+async fn an_earlier_releases_indexes_are_replaced() {
+    let config = test_config().unwrap();
+    let db = shared::mongo::connect(&config.mongo, "event-store-test")
+        .await
+        .unwrap();
+    let events = db.collection::<Document>(EVENTS_COLLECTION);
+    let plain = |keys: Document| mongodb::IndexModel::builder().keys(keys).build();
+    events
+        .create_indexes([
+            plain(doc! { "aggregate_id": 1, "occurred_at": 1 }),
+            plain(doc! { "event_type": 1, "occurred_at": 1 }),
+            plain(doc! { "occurred_at": 1 }),
+            plain(doc! { "user_id": 1, "occurred_at": 1 }),
+            mongodb::IndexModel::builder()
+                .keys(doc! { "stored_at": 1 })
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .name("retention".to_owned())
+                        .expire_after(Duration::from_secs(86_400))
+                        .build(),
+                )
+                .build(),
+        ])
+        .await
+        .unwrap();
+
+    for _ in 0..2 {
+        EventStore::prepare(&db, 7).await.unwrap();
+        let mut names = events.list_index_names().await.unwrap();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "_id_",
+                "aggregate_id_1_occurred_at_1",
+                "retention_by_occurred_at"
+            ]
+        );
+    }
+    let ttl: Vec<_> = events
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let retention = ttl
+        .iter()
+        .find(|index| index.keys == doc! { "occurred_at": 1 })
+        .unwrap();
+    assert_eq!(
+        retention.options.as_ref().unwrap().expire_after,
+        Some(Duration::from_secs(7 * 86_400))
+    );
 }

@@ -362,7 +362,7 @@ impl Default for MonitorConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventStoreConfig {
-    /// Stored events expire this long after they were stored (a TTL index).
+    /// Stored events expire this long after they occurred (a TTL index on `occurred_at`).
     pub retention_days: u64,
     /// An instance running a replay session holds it this long unless it renews the lease; a
     /// crashed instance's session is taken over after this.

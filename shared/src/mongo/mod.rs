@@ -63,6 +63,38 @@ pub async fn ping(db: &Database) -> Result<(), MongoError> {
         .map_err(MongoError::Ping)
 }
 
+/// Drops the indexes named in `retired` that `collection` still has: an index a release stopped
+/// using costs every write, and one whose key a new index reuses with other options would make
+/// [`ensure_indexes`] fail. A missing collection or index is not an error.
+pub async fn drop_retired_indexes(
+    db: &Database,
+    collection: &str,
+    retired: &[&str],
+) -> Result<(), MongoError> {
+    let coll = db.collection::<Document>(collection);
+    let fail = |source| MongoError::Indexes {
+        collection: collection.to_owned(),
+        source,
+    };
+    let present = match coll.list_index_names().await {
+        Ok(names) => names,
+        // NamespaceNotFound: nothing was ever created, so nothing is retired.
+        Err(error) if matches!(error.kind.as_ref(), mongodb::error::ErrorKind::Command(e) if e.code == 26) =>
+        {
+            return Ok(());
+        }
+        Err(error) => return Err(fail(error)),
+    };
+    for name in retired
+        .iter()
+        .filter(|name| present.iter().any(|p| p == *name))
+    {
+        coll.drop_index(*name).await.map_err(fail)?;
+        tracing::info!(collection, index = *name, "dropped a retired index");
+    }
+    Ok(())
+}
+
 /// Creates `indexes` on `collection`; creating an index that exists with the same options is a
 /// no-op, so every start can call this.
 pub async fn ensure_indexes(

@@ -12,13 +12,13 @@ pub fn collection(db: &Database) -> Collection<ExecutionDoc> {
     db.collection(EXECUTIONS_COLLECTION)
 }
 
+/// Every projection update rewrites all of a document's index entries (three or four per
+/// execution), so only what the routes need: a user's history newest first (status and language
+/// filters read it), the idempotency key, and the relay's pending marks.
 pub fn indexes() -> Vec<IndexModel> {
     vec![
         IndexModel::builder()
             .keys(doc! { "user_id": 1, "created_at": -1 })
-            .build(),
-        IndexModel::builder()
-            .keys(doc! { "user_id": 1, "status": 1, "lang": 1, "created_at": -1 })
             .build(),
         // A compound *sparse* index still holds every document that has `user_id`, with a null
         // key, so a second keyless execution of one user would collide. A partial index on the
@@ -36,6 +36,9 @@ pub fn indexes() -> Vec<IndexModel> {
         super::relay::index(),
     ]
 }
+
+/// Indexes of earlier releases, dropped at start.
+pub const RETIRED_INDEXES: &[&str] = &["user_id_1_status_1_lang_1_created_at_-1"];
 
 /// Malformed ids are simply absent: they cannot be an execution id.
 pub async fn get(db: &Database, id: &str) -> Result<Option<ExecutionDoc>, ApiError> {
