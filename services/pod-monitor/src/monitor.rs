@@ -191,7 +191,9 @@ async fn advance(
     }
     let Some(meta) = t.meta.clone() else { return t };
     let before = t.state.clone();
-    let span = tracing::info_span!("executor", execution_id = %meta.execution_id);
+    // Debug level: this runs for every live executor on every poll (25 ms), which at info
+    // level would export a span per poll and executor.
+    let span = tracing::debug_span!("executor", execution_id = %meta.execution_id);
     if let Err(error) =
         tracing::Instrument::instrument(step(&mut t, &meta, producer, config, service), span).await
     {
@@ -220,7 +222,7 @@ async fn step(
     let event = |payload| new_event(meta, payload, service);
     let executor = format!("executor-{}", meta.execution_id);
     let result = t.dir.result().unwrap_or_else(|error| {
-        tracing::warn!(%error, "unreadable runner result; retrying");
+        tracing::warn!(execution_id = %meta.execution_id, %error, "unreadable runner result; retrying");
         None
     });
     let ending = result.is_some();

@@ -30,11 +30,16 @@ const STALE_OUTBOX: Duration = Duration::from_secs(2);
 const MIN_PASS_GAP: Duration = Duration::from_millis(10);
 /// How often the leader re-reads the queue from MongoDB, for sagas other replicas created.
 pub const QUEUE_READ_EVERY: Duration = Duration::from_secs(5);
+/// With nothing queued a pass has nothing to decide, so the slots in use are counted (for the
+/// running gauge) at most this often instead of on every pass: most passes are woken by a
+/// finished execution and would read every active saga for nothing.
+const IDLE_COUNT_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Scheduler {
     saga: Orchestrator,
     lease: Lease,
     queue_read_at: std::sync::Mutex<Option<Instant>>,
+    counted_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Scheduler {
@@ -48,6 +53,7 @@ impl Scheduler {
             saga,
             lease,
             queue_read_at: std::sync::Mutex::new(None),
+            counted_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -116,11 +122,24 @@ impl Scheduler {
     /// One scheduling pass; returns how many sagas it scheduled.
     pub async fn pass(&self) -> Result<usize, StoreError> {
         let settings = &self.saga.settings;
+        self.read_queue_if_due().await?;
+        ::metrics::gauge!(metrics::QUEUE_DEPTH).set(self.saga.queue.len() as f64);
+        let now = Instant::now();
+        {
+            let mut counted_at = self
+                .counted_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if self.saga.queue.is_empty()
+                && counted_at.is_some_and(|at| now.duration_since(at) < IDLE_COUNT_EVERY)
+            {
+                return Ok(0);
+            }
+            *counted_at = Some(now);
+        }
         let mut active = self.saga.store.active_by_user().await?;
         let mut in_use: usize = active.values().sum();
         ::metrics::gauge!(metrics::RUNNING).set(in_use as f64);
-        self.read_queue_if_due().await?;
-        ::metrics::gauge!(metrics::QUEUE_DEPTH).set(self.saga.queue.len() as f64);
         if in_use >= settings.global_concurrency {
             return Ok(0);
         }

@@ -67,11 +67,16 @@ impl Lockout {
         )
     }
 
-    /// 423 while `username` is locked.
+    /// 423 while `username` is locked. Like the rate limits, the lockout fails open: with Redis
+    /// unreachable a sign-in is still checked against the password, and a warning says the
+    /// lockout is not being enforced.
     pub async fn check(&self, redis: &ConnectionManager, username: &str) -> Result<(), ApiError> {
         let (_, lock) = self.keys(username);
         let mut conn = redis.clone();
-        let until: Option<i64> = redis::cmd("GET").arg(&lock).query_async(&mut conn).await?;
+        let until: Option<i64> = match redis::cmd("GET").arg(&lock).query_async(&mut conn).await {
+            Ok(until) => until,
+            Err(error) => return not_enforced(&error),
+        };
         match until.and_then(DateTime::<Utc>::from_timestamp_millis) {
             Some(until) if until > Utc::now() => Err(locked(until)),
             _ => Ok(()),
@@ -82,7 +87,7 @@ impl Lockout {
     pub async fn failed(&self, redis: &ConnectionManager, username: &str) -> Result<(), ApiError> {
         let (failures, lock) = self.keys(username);
         let mut conn = redis.clone();
-        let until: i64 = self
+        let counted: Result<i64, _> = self
             .script
             .key(failures)
             .key(lock)
@@ -91,7 +96,11 @@ impl Lockout {
             .arg(self.config.lockout_seconds.saturating_mul(1000))
             .arg(Utc::now().timestamp_millis())
             .invoke_async(&mut conn)
-            .await?;
+            .await;
+        let until = match counted {
+            Ok(until) => until,
+            Err(error) => return not_enforced(&error),
+        };
         match DateTime::<Utc>::from_timestamp_millis(until).filter(|_| until > 0) {
             Some(until) => {
                 tracing::warn!("sign-in locked after repeated failures");
@@ -109,10 +118,18 @@ impl Lockout {
     ) -> Result<(), ApiError> {
         let (failures, _) = self.keys(username);
         let mut conn = redis.clone();
-        redis::cmd("DEL")
+        match redis::cmd("DEL")
             .arg(failures)
             .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) => not_enforced(&error),
+        }
     }
+}
+
+fn not_enforced(error: &redis::RedisError) -> Result<(), ApiError> {
+    tracing::warn!(%error, "login lockout not enforced: Redis is unreachable");
+    Ok(())
 }

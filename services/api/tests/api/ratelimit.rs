@@ -229,6 +229,74 @@ async fn repeated_failed_logins_lock_the_account_until_the_unlock_time() {
     app.cleanup().await;
 }
 
+/// A Redis of its own (the shared one must stay up for the other tests), stopped mid-test.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian redis-server) on PATH");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, port }
+    }
+
+    fn stop(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_sign_in_still_checks_the_password() {
+    let mut redis = PrivateRedis::start().await;
+    let port = redis.port;
+    let app = TestApp::start_with(move |c| {
+        c.redis.url = format!("redis://127.0.0.1:{port}/").into();
+        c.redis.response_timeout_ms = 500;
+    })
+    .await;
+    app.register("ann").await;
+    redis.stop();
+
+    // Answered, not a 500 and not a hang: the lockout (and the rate limits) fail open.
+    let wrong = tokio::time::timeout(Duration::from_secs(15), login(&app, "wrong-one"))
+        .await
+        .expect("a sign-in with Redis down hung");
+    assert_error(&wrong, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    let (status, body) = login(&app, "password123").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.cleanup().await;
+}
+
 async fn runtimes(app: &TestApp, forwarded_for: &str) -> Response {
     app.request(Method::GET, "/api/v1/runtimes")
         .header("x-forwarded-for", forwarded_for)

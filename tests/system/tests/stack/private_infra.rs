@@ -225,7 +225,13 @@ impl PrivateMongo {
             .args(["--port", &port.to_string()])
             .arg("--storage-path")
             .arg(dir.join("data"))
-            .args(["--cache-size", "128M", "--log-level", "WARNING", "--standalone"])
+            .args([
+                "--cache-size",
+                "128M",
+                "--log-level",
+                "WARNING",
+                "--standalone",
+            ])
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
