@@ -88,3 +88,28 @@ pub async fn delete_topics_with_prefix(
         .map_err(crate::kafka::KafkaError::Client)?;
     Ok(())
 }
+
+/// A port nobody listens on, below Linux's ephemeral range (32768+). A port the kernel handed
+/// out with `bind(0)` comes from that range, and any outgoing connection (a Kafka client's, in
+/// a parallel test) may take it before the service binds it: "Address already in use". Each
+/// test process walks its own sequence (seeded by its pid), so parallel test binaries rarely
+/// try the same port, and a port in use is skipped.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        // Below SPAN, so it fits: the sum stays under 32 000.
+        let port = FIRST + (NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

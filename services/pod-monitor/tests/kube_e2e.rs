@@ -89,7 +89,7 @@ async fn kube_e2e_monitor_reports_running_and_finished_pods_and_deletes_them() {
         "pod-monitor",
     );
     monitor.reconcile().await.expect("list allowed by the Role");
-    assert!(wait_until(WAIT, || events.has(&id, EventType::PodRunning)).await);
+    assert!(wait_until(WAIT, || events.count(&id, EventType::PodRunning) > 0).await);
     let recorded = admin
         .get(&name)
         .await
@@ -123,7 +123,7 @@ async fn kube_e2e_monitor_reports_running_and_finished_pods_and_deletes_them() {
             EventType::PodTerminated
         ]
         .iter()
-        .all(|t| events.has(&id, *t)))
+        .all(|t| events.count(&id, *t) > 0))
         .await
     );
     let completed = events.of(&id).into_iter().find_map(|e| match e.payload {

@@ -3,9 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod observer;
+
+use observer::{Events, Observer, observe};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kiln_runner_protocol::{
@@ -13,61 +17,24 @@ use kiln_runner_protocol::{
     STDERR_FILE, STDOUT_FILE, WORK_DIR,
 };
 use pod_monitor::Monitor;
-use shared::config::Config;
-use shared::events::{ErrorType, Event, EventPayload, EventType, OutputStream, topic_for};
+use shared::config::MonitorConfig;
+use shared::events::{ErrorType, Event, EventPayload, EventType, OutputStream};
 use shared::executions::{EXECUTOR_META_FILE, ExecutorMeta};
-use shared::kafka::{
-    ConsumerSettings, EventProducer, Handler, HandlerError, InboundMessage, ensure_topics,
-    run_consumer,
-};
+use shared::kafka::EventProducer;
 use shared::testing::{test_config, wait_until};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<Event>>>);
-
-impl Handler for Events {
-    async fn handle(&self, message: &InboundMessage) -> Result<(), HandlerError> {
-        self.0.lock().unwrap().push(message.decode_event()?);
-        Ok(())
-    }
-}
-
-impl Events {
-    fn of(&self, execution_id: &str) -> Vec<Event> {
-        let mut events: Vec<Event> = self
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.aggregate_id == execution_id)
-            .cloned()
-            .collect();
-        events.sort_by_key(|e| e.event_id);
-        events
-    }
-
-    fn count(&self, execution_id: &str, event_type: EventType) -> usize {
-        self.of(execution_id)
-            .iter()
-            .filter(|e| e.event_type() == event_type)
-            .count()
-    }
-}
-
 struct Harness {
-    config: Config,
+    monitor_config: MonitorConfig,
     root: PathBuf,
     producer: EventProducer,
     events: Events,
-    shutdown: CancellationToken,
     runners: Mutex<Vec<std::process::Child>>,
+    _observer: Observer,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.shutdown.cancel();
         for runner in self.runners.lock().unwrap().iter_mut() {
             if runner.kill().is_ok() {
                 runner.wait().ok();
@@ -77,45 +44,17 @@ impl Drop for Harness {
 }
 
 async fn harness() -> Harness {
-    let config = test_config().unwrap();
-    ensure_topics(&config.kafka).await.unwrap();
+    let observer = observe().await;
     let root =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("monitor-{}", Uuid::now_v7()));
     std::fs::create_dir_all(&root).unwrap();
-    let producer = EventProducer::new(&config.kafka, "monitor-test").unwrap();
-    let events = Events::default();
-    let shutdown = CancellationToken::new();
-    let topics = [
-        EventType::PodRunning,
-        EventType::ExecutionStarted,
-        EventType::ExecutionOutput,
-        EventType::ExecutionCompleted,
-        EventType::ExecutionTimeout,
-        EventType::ExecutionFailed,
-        EventType::PodTerminated,
-    ]
-    .iter()
-    .map(|t| topic_for(&config.kafka.topic_prefix, *t))
-    .collect();
-    tokio::spawn(run_consumer(
-        config.kafka.clone(),
-        ConsumerSettings {
-            group_id: format!("{}observer", config.kafka.topic_prefix),
-            topics,
-            client_id: "observer".into(),
-            drain_timeout: Duration::from_secs(2),
-        },
-        Arc::new(events.clone()),
-        producer.clone(),
-        shutdown.clone(),
-    ));
     Harness {
-        config,
+        monitor_config: test_config().unwrap().monitor,
         root,
-        producer,
-        events,
-        shutdown,
+        producer: observer.producer.clone(),
+        events: observer.events.clone(),
         runners: Mutex::default(),
+        _observer: observer,
     }
 }
 
@@ -124,7 +63,7 @@ impl Harness {
         Monitor::new(
             self.root.clone(),
             self.producer.clone(),
-            self.config.monitor.clone(),
+            self.monitor_config.clone(),
             "pod-monitor",
         )
     }

@@ -1,5 +1,5 @@
 //! Every event pod-monitor publishes, consumed back from the real broker under a fresh topic
-//! prefix (shared by the Kubernetes watcher's test files).
+//! prefix (shared by the test files of the local and the Kubernetes monitor).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,16 +23,26 @@ impl Handler for Events {
 }
 
 impl Events {
+    /// The events of one execution, in the order they were made (event ids are UUIDv7): the
+    /// order of arrival mixes topics.
     pub(crate) fn of(&self, id: &str) -> Vec<Event> {
-        let seen = self.0.lock().unwrap();
-        seen.iter()
+        let mut events: Vec<Event> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
             .filter(|e| e.aggregate_id == id)
             .cloned()
-            .collect()
+            .collect();
+        events.sort_by_key(|e| e.event_id);
+        events
     }
 
-    pub(crate) fn has(&self, id: &str, event_type: EventType) -> bool {
-        self.of(id).iter().any(|e| e.event_type() == event_type)
+    pub(crate) fn count(&self, id: &str, event_type: EventType) -> usize {
+        self.of(id)
+            .iter()
+            .filter(|e| e.event_type() == event_type)
+            .count()
     }
 }
 
@@ -47,7 +57,7 @@ pub(crate) struct Observer {
 pub(crate) async fn observe() -> Observer {
     let config = test_config().unwrap();
     ensure_topics(&config.kafka).await.unwrap();
-    let producer = EventProducer::new(&config.kafka, "kube-monitor-test").unwrap();
+    let producer = EventProducer::new(&config.kafka, "pod-monitor-test").unwrap();
     let events = Events::default();
     let shutdown = CancellationToken::new();
     let topics = [

@@ -12,10 +12,11 @@ pub mod api;
 pub mod private_infra;
 pub mod store;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub use shared::testing::free_port;
 
 pub const SERVICES: [&str; 7] = [
     "api",
@@ -41,31 +42,6 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A port nobody listens on, below Linux's ephemeral range (32768+). A port the kernel handed
-/// out with `bind(0)` comes from that range, and any outgoing connection (a Kafka client's, in
-/// a parallel test) may take it before the service binds it: "Address already in use". Each
-/// test process walks its own sequence (seeded by its pid), so parallel test binaries rarely
-/// try the same port, and a port in use is skipped.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(7_919) % SPAN,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    loop {
-        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
-        let port = u16::try_from(FIRST + offset).unwrap();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// `<binary> --config config.toml` run from the repository root, without the caller's `RUST_LOG`.
