@@ -5,17 +5,23 @@
 //! and a cancel are on different topics, so handled in parallel) makes the update miss and the
 //! handler reads again. The handler that applied a transition publishes the events it wrote;
 //! what a failed publish leaves in the outbox the scheduler leader re-publishes.
+//!
+//! The two transitions every execution takes here (request → `queued`, terminal event →
+//! `finished`) announce themselves without the outbox: their events' ids derive from the message
+//! that caused them, and the message is acknowledged only after Kafka acknowledged the events.
+//! A crash in between redelivers the message, which finds the transition done and publishes the
+//! same events again (consumers de-duplicate on the id). That saves a write per transition.
 
 use mongodb::bson::{DateTime, doc};
 use shared::events::{
-    DeletePodCommand, Event, EventPayload, ExecutionCancelRequested, ExecutionCancelled,
-    ExecutionQueued, ExecutionRequested,
+    DeletePodCommand, Event, EventPayload, EventType, ExecutionCancelRequested, ExecutionCancelled,
+    ExecutionQueued, ExecutionRequested, derived_event_id,
 };
 use shared::kafka::{Handler, HandlerError, InboundMessage};
 use uuid::Uuid;
 
 use crate::events::{flow_of, progress, saga_event};
-use crate::outbox;
+use crate::outbox::{self, OutboxError};
 use crate::store::{Flow, SagaDoc, SagaState, Step, StoreError, Transition};
 use crate::{Orchestrator, metrics};
 
@@ -31,6 +37,16 @@ enum HandleError {
     Store(#[from] StoreError),
     #[error("saga {0} kept changing under concurrent updates")]
     Contended(String),
+    #[error(transparent)]
+    Publish(#[from] OutboxError),
+}
+
+/// What a handler's write asks to publish.
+enum Announce {
+    /// Written to the saga's outbox with the transition.
+    Outbox(Vec<Event>),
+    /// Not stored: ids derived from the message, published before it is acknowledged.
+    Direct(Vec<Event>),
 }
 
 impl From<HandleError> for HandlerError {
@@ -38,6 +54,7 @@ impl From<HandleError> for HandlerError {
         let class = match &error {
             HandleError::Store(_) => "saga_store",
             HandleError::Contended(_) => "saga_contended",
+            HandleError::Publish(_) => "saga_publish",
         };
         HandlerError::retryable(class, error)
     }
@@ -64,18 +81,26 @@ impl SagaHandler {
             // Another type on a consumed topic would be a producer bug; nothing to do with it.
             _ => return Ok(()),
         };
-        if let Some(events) = written {
+        match written {
             // Only the writer of a transition publishes its outbox at once: a handler that
             // changed nothing must not re-send events another worker is publishing right now.
             // If this publish fails, the events stay in the outbox and the scheduler leader
             // re-publishes them, so the message can still be acknowledged.
-            if let Err(error) =
-                outbox::publish(&self.saga.store, &self.saga.producer, id, &events).await
-            {
-                tracing::warn!(saga_id = %id, error = %error, "saga events not published yet; the outbox keeps them");
+            Some(Announce::Outbox(events)) => {
+                if let Err(error) =
+                    outbox::publish(&self.saga.store, &self.saga.producer, id, &events).await
+                {
+                    tracing::warn!(saga_id = %id, error = %error, "saga events not published yet; the outbox keeps them");
+                }
             }
-            self.saga.wake.notify_one();
+            // Nothing keeps these but the message: a failed publish fails the message, which
+            // is retried and publishes them again.
+            Some(Announce::Direct(events)) => {
+                outbox::publish_kept(&self.saga.producer, &events).await?;
+            }
+            None => return Ok(()),
         }
+        self.saga.wake.notify_one();
         Ok(())
     }
 
@@ -85,7 +110,7 @@ impl SagaHandler {
         &self,
         event: &Event,
         request: &ExecutionRequested,
-    ) -> Result<Option<Vec<Event>>, HandleError> {
+    ) -> Result<Option<Announce>, HandleError> {
         let id = event.aggregate_id.as_str();
         let flow = Flow {
             request_event_id: Some(event.event_id.to_string()),
@@ -93,13 +118,14 @@ impl SagaHandler {
         };
         for _ in 0..ROUNDS {
             // Nearly every request is new: insert first, read only when a saga exists.
+            let mut queued = saga_event(
+                id,
+                &flow,
+                Some(event.event_id),
+                EventPayload::ExecutionQueued(ExecutionQueued { position: None }),
+            );
+            queued.event_id = derived_event_id(event.event_id, EventType::ExecutionQueued);
             {
-                let queued = saga_event(
-                    id,
-                    &flow,
-                    Some(event.event_id),
-                    EventPayload::ExecutionQueued(ExecutionQueued { position: None }),
-                );
                 let saga = SagaDoc {
                     id: id.to_owned(),
                     user_id: Some(
@@ -121,26 +147,31 @@ impl SagaHandler {
                     flow: Some(flow.clone()),
                     steps: vec![Step::done("queued")],
                     compensations: Vec::new(),
-                    outbox: crate::store::outbox_entries(std::slice::from_ref(&queued))?,
-                    outbox_at: Some(DateTime::now()),
+                    outbox: Vec::new(),
+                    outbox_at: None,
                     cancelled_by: None,
                     updated_at: DateTime::now(),
                 };
                 if self.saga.store.insert(&saga).await? {
-                    self.saga.queue.push(crate::queue::Queued {
-                        id: saga.id,
-                        user_id: saga.user_id.unwrap_or_default(),
+                    let entry = crate::queue::Queued {
+                        id: saga.id.clone(),
+                        user_id: saga.user_id.clone().unwrap_or_default(),
                         priority: saga.priority,
                         enqueued_at: saga.enqueued_at.map_or(0, |at| at.timestamp_millis()),
-                    });
-                    return Ok(Some(vec![queued]));
+                    };
+                    self.saga.queue.push_inserted(entry, saga);
+                    return Ok(Some(Announce::Direct(vec![queued])));
                 }
             }
             let Some(saga) = self.saga.store.get(id).await? else {
                 continue;
             };
             if saga.request.is_some() {
-                return Ok(None);
+                // A redelivery (or the api re-announcing the request): the first run may have
+                // stopped between its insert and its publish, so the same event goes out again.
+                return Ok(
+                    (saga.state == SagaState::Queued).then(|| Announce::Direct(vec![queued]))
+                );
             }
             // A marker: something ended this execution before its request arrived.
             let mut transition = Transition::new(
@@ -169,7 +200,7 @@ impl SagaHandler {
                 ));
             }
             if let Some(events) = self.saga.store.apply(id, transition).await? {
-                return Ok(Some(events));
+                return Ok(Some(Announce::Outbox(events)));
             }
         }
         Err(HandleError::Contended(id.to_owned()))
@@ -181,7 +212,7 @@ impl SagaHandler {
         &self,
         event: &Event,
         cancel: &ExecutionCancelRequested,
-    ) -> Result<Option<Vec<Event>>, HandleError> {
+    ) -> Result<Option<Announce>, HandleError> {
         let id = event.aggregate_id.as_str();
         for _ in 0..ROUNDS {
             let Some(saga) = self.saga.store.get(id).await? else {
@@ -250,7 +281,7 @@ impl SagaHandler {
                 doc! { "finished_at": DateTime::now(), "cancelled_by": &cancel.requested_by };
             if let Some(events) = self.saga.store.apply(id, transition).await? {
                 ::metrics::counter!(metrics::TERMINAL_TOTAL, "status" => "cancelled").increment(1);
-                return Ok(Some(events));
+                return Ok(Some(Announce::Outbox(events)));
             }
         }
         Err(HandleError::Contended(id.to_owned()))
@@ -259,10 +290,29 @@ impl SagaHandler {
     /// A terminal execution event ends the saga and frees its slot. Events this service
     /// published itself (`execution_cancelled`, `execution_failed{executor_lost}`) come back
     /// here and find the saga already ended.
-    async fn terminal(&self, event: &Event) -> Result<Option<Vec<Event>>, HandleError> {
+    async fn terminal(&self, event: &Event) -> Result<Option<Announce>, HandleError> {
         let id = event.aggregate_id.as_str();
         let status = terminal_status(&event.payload);
+        let mut completed = saga_event(
+            id,
+            &flow_of(event),
+            Some(event.event_id),
+            EventPayload::SagaCompleted(progress(id, "finished", Some(status.to_owned()))),
+        );
+        completed.event_id = derived_event_id(event.event_id, EventType::SagaCompleted);
         for _ in 0..ROUNDS {
+            // Nearly every terminal event ends a saga in flight: update first, read only when
+            // the update finds nothing to end.
+            let mut transition = Transition::new(
+                &[SagaState::Queued, SagaState::Scheduled, SagaState::Running],
+                SagaState::Finished,
+                Step::done(status),
+            );
+            transition.set = doc! { "finished_at": DateTime::now(), "outcome": status };
+            if self.saga.store.apply(id, transition).await?.is_some() {
+                ::metrics::counter!(metrics::TERMINAL_TOTAL, "status" => status).increment(1);
+                return Ok(Some(Announce::Direct(vec![completed])));
+            }
             let Some(saga) = self.saga.store.get(id).await? else {
                 let marker = doc! {
                     "state": SagaState::Finished.as_str(),
@@ -279,25 +329,17 @@ impl SagaHandler {
                 }
                 continue;
             };
-            if matches!(saga.state, SagaState::Finished | SagaState::Cancelled) {
-                return Ok(None);
-            }
-            let flow = saga.flow.clone().unwrap_or_else(|| flow_of(event));
-            let mut transition = Transition::new(
-                &[SagaState::Queued, SagaState::Scheduled, SagaState::Running],
-                SagaState::Finished,
-                Step::done(status),
-            );
-            transition.set = doc! { "finished_at": DateTime::now(), "outcome": status };
-            transition.outbox.push(saga_event(
-                id,
-                &flow,
-                Some(event.event_id),
-                EventPayload::SagaCompleted(progress(id, "finished", Some(status.to_owned()))),
-            ));
-            if let Some(events) = self.saga.store.apply(id, transition).await? {
-                ::metrics::counter!(metrics::TERMINAL_TOTAL, "status" => status).increment(1);
-                return Ok(Some(events));
+            match saga.state {
+                // Ended by an event like this one: maybe this very event, redelivered after a
+                // crash before its publish.
+                SagaState::Finished
+                    if saga.steps.last().is_some_and(|step| step.name == status) =>
+                {
+                    return Ok(Some(Announce::Direct(vec![completed])));
+                }
+                SagaState::Finished | SagaState::Cancelled => return Ok(None),
+                // It changed between the update and the read: try again.
+                _ => {}
             }
         }
         Err(HandleError::Contended(id.to_owned()))

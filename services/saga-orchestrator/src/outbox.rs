@@ -4,7 +4,12 @@
 //! back); whatever is left (a crash, Kafka down) is re-published by the scheduler leader from
 //! MongoDB. Re-publishing sends the stored event unchanged, so a duplicate carries the same
 //! `event_id`. The events of one transition go to different topics, which keep no order with
-//! each other, so they are sent together; only those Kafka acknowledged leave the outbox.
+//! each other, so they are sent together.
+//!
+//! Two ways to be done with a published outbox: [`publish`] removes the acknowledged entries at
+//! once (for transitions that end a saga: nothing else would ever replace them), while
+//! [`publish_kept`] leaves them for the saga's next transition to replace (the scheduler's
+//! `scheduled` outbox: every scheduled saga moves on, so one write per execution is saved).
 
 use futures::future::join_all;
 use shared::events::Event;
@@ -20,6 +25,20 @@ pub enum OutboxError {
     Publish(#[from] KafkaError),
 }
 
+/// Sends `events` together: the ids Kafka acknowledged, and a failure if any send failed.
+async fn send(producer: &EventProducer, events: &[Event]) -> (Vec<String>, Option<KafkaError>) {
+    let results = join_all(events.iter().map(|event| producer.publish(event))).await;
+    let mut published = Vec::with_capacity(events.len());
+    let mut failure = None;
+    for (event, result) in events.iter().zip(results) {
+        match result {
+            Ok(_) => published.push(event.event_id.to_string()),
+            Err(error) => failure = Some(error),
+        }
+    }
+    (published, failure)
+}
+
 /// Publishes `events`, just written to the outbox of saga `id`, and removes the acknowledged ones.
 pub async fn publish(
     store: &SagaStore,
@@ -30,15 +49,7 @@ pub async fn publish(
     if events.is_empty() {
         return Ok(());
     }
-    let results = join_all(events.iter().map(|event| producer.publish(event))).await;
-    let mut published = Vec::with_capacity(events.len());
-    let mut failure = None;
-    for (event, result) in events.iter().zip(results) {
-        match result {
-            Ok(_) => published.push(event.event_id.to_string()),
-            Err(error) => failure = Some(error),
-        }
-    }
+    let (published, failure) = send(producer, events).await;
     // Off the critical path: if the clean-up is lost, the re-publisher sends the events again
     // (same event ids) and clears them then.
     let store = store.clone();
@@ -51,6 +62,15 @@ pub async fn publish(
     match failure {
         Some(error) => Err(error.into()),
         None => Ok(()),
+    }
+}
+
+/// Publishes `events`, just written to an outbox that the saga's next transition replaces;
+/// `Ok` only when Kafka acknowledged every one of them.
+pub async fn publish_kept(producer: &EventProducer, events: &[Event]) -> Result<(), OutboxError> {
+    match send(producer, events).await {
+        (_, Some(error)) => Err(error.into()),
+        (_, None) => Ok(()),
     }
 }
 

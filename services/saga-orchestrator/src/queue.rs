@@ -10,8 +10,10 @@
 //! the scheduler meets them.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::store::SagaDoc;
 
 /// Position in the queue: priority (high first), submission time, then id (a stable tie-break).
 pub type QueueKey = (Reverse<i32>, i64, String);
@@ -32,48 +34,78 @@ impl Queued {
     }
 }
 
+/// Sagas kept whole beside their entries at the most (each holds its script).
+const MAX_SNAPSHOTS: usize = 1024;
+
 #[derive(Debug, Default)]
 pub struct ReadyQueue {
-    entries: Mutex<BTreeMap<QueueKey, Queued>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: BTreeMap<QueueKey, Queued>,
+    /// The saga as this replica inserted it, so scheduling it needs no read. Only a copy: the
+    /// scheduler's conditional update still decides whether it is queued.
+    snapshots: HashMap<String, Arc<SagaDoc>>,
 }
 
 impl ReadyQueue {
     pub fn push(&self, saga: Queued) {
-        self.lock().insert(saga.key(), saga);
+        let mut inner = self.lock();
+        inner.entries.insert(saga.key(), saga);
+    }
+
+    /// Adds a saga this replica just inserted, with the document it inserted.
+    pub fn push_inserted(&self, saga: Queued, doc: SagaDoc) {
+        let mut inner = self.lock();
+        if inner.snapshots.len() < MAX_SNAPSHOTS {
+            inner.snapshots.insert(saga.id.clone(), Arc::new(doc));
+        }
+        inner.entries.insert(saga.key(), saga);
+    }
+
+    /// The inserted document of a queued saga, when this replica has it.
+    pub fn snapshot(&self, id: &str) -> Option<Arc<SagaDoc>> {
+        self.lock().snapshots.get(id).cloned()
     }
 
     /// Adds what a read of MongoDB found (entries already here stay: a saga inserted while the
     /// read ran must not be lost).
     pub fn merge(&self, sagas: impl IntoIterator<Item = Queued>) {
-        let mut entries = self.lock();
+        let mut inner = self.lock();
         for saga in sagas {
-            entries.insert(saga.key(), saga);
+            inner.entries.insert(saga.key(), saga);
         }
     }
 
     pub fn remove(&self, saga: &Queued) {
-        self.lock().remove(&saga.key());
+        let mut inner = self.lock();
+        inner.entries.remove(&saga.key());
+        inner.snapshots.remove(&saga.id);
     }
 
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut inner = self.lock();
+        inner.entries.clear();
+        inner.snapshots.clear();
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().entries.is_empty()
     }
 
     /// Every entry in scheduling order (a copy: the scheduler awaits between candidates).
     pub fn in_order(&self) -> Vec<Queued> {
-        self.lock().values().cloned().collect()
+        self.lock().entries.values().cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<QueueKey, Queued>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -109,5 +141,22 @@ mod tests {
         assert_eq!(queue.len(), 2);
         queue.remove(&saga("a", 0, 1));
         assert_eq!(queue.in_order(), [saga("b", 0, 2)]);
+    }
+
+    #[test]
+    fn a_snapshot_lives_as_long_as_its_entry() {
+        let queue = ReadyQueue::default();
+        let doc: SagaDoc = mongodb::bson::from_document(mongodb::bson::doc! {
+            "_id": "a", "state": "queued", "updated_at": mongodb::bson::DateTime::now(),
+        })
+        .unwrap();
+        queue.push_inserted(saga("a", 0, 1), doc);
+        assert_eq!(
+            queue.snapshot("a").map(|doc| doc.id.clone()).as_deref(),
+            Some("a")
+        );
+        queue.remove(&saga("a", 0, 1));
+        assert!(queue.snapshot("a").is_none());
+        assert!(queue.is_empty());
     }
 }

@@ -6,11 +6,17 @@
 //! [`QUEUE_READ_EVERY`] and on taking the lease. Each is moved with a conditional update `queued → scheduled` that also writes
 //! its events to the outbox, and the outbox is published right after.
 //!
+//! The `scheduled` outbox is not emptied after its publish: the saga's next transition replaces
+//! it. Until then the re-publisher skips the sagas this leader published ([`Scheduler::published`]),
+//! so a long run is not re-announced every sweep; a new leader re-publishes them once.
+//!
 //! Why state first, publish after: the slot must be taken before an executor can exist, or the
 //! caps could be exceeded; and the outbox written in the same update means a failed or lost
 //! publish is retried from MongoDB (by this loop) rather than leaving the saga scheduled with no
 //! executor coming. k8s-worker's create is idempotent, so a re-published command is harmless.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::DateTime;
@@ -34,12 +40,18 @@ pub const QUEUE_READ_EVERY: Duration = Duration::from_secs(5);
 /// running gauge) at most this often instead of on every pass: most passes are woken by a
 /// finished execution and would read every active saga for nothing.
 const IDLE_COUNT_EVERY: Duration = Duration::from_secs(1);
+/// A scheduled saga past its deadline is failed by the next sweep, whose transition replaces the
+/// outbox; the published mark outlives the deadline by this much to cover that sweep.
+const FORGET_AFTER_DEADLINE: Duration = Duration::from_secs(60);
 
 pub struct Scheduler {
     saga: Orchestrator,
     lease: Lease,
     queue_read_at: std::sync::Mutex<Option<Instant>>,
     counted_at: std::sync::Mutex<Option<Instant>>,
+    /// Sagas whose `scheduled` outbox this replica published, with when it may forget them:
+    /// after the saga's deadline (and a sweep or two), when it has surely moved on.
+    published: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl Scheduler {
@@ -54,6 +66,7 @@ impl Scheduler {
             lease,
             queue_read_at: std::sync::Mutex::new(None),
             counted_at: std::sync::Mutex::new(None),
+            published: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -154,23 +167,29 @@ impl Scheduler {
             }
             // The entry is a candidate only: the saga may have been cancelled or scheduled by
             // another leader since. MongoDB's state (and the conditional update) decides.
-            let doc = match self.saga.store.get(&candidate.id).await? {
-                Some(doc) if doc.state == SagaState::Queued => doc,
-                _ => {
-                    self.saga.queue.remove(&candidate);
-                    continue;
-                }
+            let doc = match self.saga.queue.snapshot(&candidate.id) {
+                Some(doc) => doc,
+                None => match self.saga.store.get(&candidate.id).await? {
+                    Some(doc) if doc.state == SagaState::Queued => Arc::new(doc),
+                    _ => {
+                        self.saga.queue.remove(&candidate);
+                        continue;
+                    }
+                },
             };
             let written = self.schedule(&doc).await?;
             self.saga.queue.remove(&candidate);
-            if let Some(events) = written {
+            if let Some((events, forget_at)) = written {
                 *used += 1;
                 in_use += 1;
                 scheduled += 1;
-                if let Err(error) =
-                    outbox::publish(&self.saga.store, &self.saga.producer, &doc.id, &events).await
-                {
-                    tracing::warn!(saga_id = %doc.id, error = %error, "schedule events not published yet; will retry");
+                match outbox::publish_kept(&self.saga.producer, &events).await {
+                    Ok(()) => {
+                        self.published_lock().insert(doc.id.clone(), forget_at);
+                    }
+                    Err(error) => {
+                        tracing::warn!(saga_id = %doc.id, error = %error, "schedule events not published yet; will retry");
+                    }
                 }
             }
         }
@@ -197,7 +216,9 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn schedule(&self, doc: &SagaDoc) -> Result<Option<Vec<Event>>, StoreError> {
+    /// Moves `doc` to `scheduled`; the events to publish and when [`Scheduler::published`] may
+    /// forget it.
+    async fn schedule(&self, doc: &SagaDoc) -> Result<Option<(Vec<Event>, Instant)>, StoreError> {
         let Some(request) = doc.request.clone() else {
             return Ok(None);
         };
@@ -240,6 +261,7 @@ impl Scheduler {
             ),
         ];
         let applied = self.saga.store.apply(id, transition).await?;
+        let forget_at = Instant::now() + budget + FORGET_AFTER_DEADLINE;
         if applied.is_some() {
             ::metrics::counter!(metrics::SCHEDULED_TOTAL).increment(1);
             if let Some(enqueued) = doc.enqueued_at {
@@ -249,15 +271,32 @@ impl Scheduler {
                 ::metrics::histogram!(metrics::QUEUE_WAIT).record(wait_ms.max(0) as f64 / 1000.0);
             }
         }
-        Ok(applied)
+        Ok(applied.map(|events| (events, forget_at)))
+    }
+
+    fn published_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Publishes outboxes their writer left behind (crash, Kafka unavailable).
     async fn republish(&self) -> Result<(), StoreError> {
         let stale_ms = i64::try_from(STALE_OUTBOX.as_millis()).unwrap_or(i64::MAX);
         let older_than = DateTime::from_millis(DateTime::now().timestamp_millis() - stale_ms);
+        let published: Vec<String> = {
+            let mut published = self.published_lock();
+            let now = Instant::now();
+            published.retain(|_, forget_at| *forget_at > now);
+            published.keys().cloned().collect()
+        };
         let mut emptied = Vec::new();
-        for pending in self.saga.store.with_pending_outbox(older_than).await? {
+        for pending in self
+            .saga
+            .store
+            .with_pending_outbox(older_than, published)
+            .await?
+        {
             if pending.outbox.is_empty() {
                 emptied.push(pending.id);
                 continue;

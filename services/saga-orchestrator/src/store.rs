@@ -5,6 +5,12 @@
 //! once. So a crash after the write loses nothing: the outbox is published later (see
 //! [`crate::outbox`]). `outbox_at` marks a saga with a non-empty outbox (sparse index), so the
 //! re-publisher finds the few that need it without scanning every saga.
+//!
+//! A transition *replaces* the outbox rather than adding to it, so a published outbox needs no
+//! write of its own to be emptied: the next transition does it. That is safe because what an
+//! earlier outbox may still hold is moot once the saga moves on: a saga leaves `scheduled` only
+//! when its executor reported an end (so the `create_pod_command` was delivered) or when it is
+//! cancelled or failed, which must not create the executor any more.
 
 use std::collections::HashMap;
 
@@ -316,14 +322,16 @@ impl SagaStore {
             );
         }
         let entries = outbox_entries(&transition.outbox)?;
-        if !entries.is_empty() {
-            push.insert("outbox", doc! { "$each": bson::to_bson(&entries)? });
+        let pending = !entries.is_empty();
+        set.insert("outbox", bson::to_bson(&entries)?);
+        let mut update = doc! { "$push": push };
+        if pending {
             set.insert("outbox_at", DateTime::now());
+        } else {
+            update.insert("$unset", doc! { "outbox_at": "" });
         }
-        let result = self
-            .raw
-            .update_one(filter, doc! { "$set": set, "$push": push })
-            .await?;
+        update.insert("$set", set);
+        let result = self.raw.update_one(filter, update).await?;
         Ok((result.matched_count == 1).then_some(transition.outbox))
     }
 
@@ -357,13 +365,24 @@ impl SagaStore {
         Ok(())
     }
 
-    /// Sagas whose outbox was not emptied by the writer within `older_than`.
-    /// Only the outbox is read: these are mostly sagas whose outbox was emptied since.
+    /// Sagas whose outbox was not emptied by the writer within `older_than`, except the active
+    /// ones among `published` (their `scheduled` outbox went out and stays until the next
+    /// transition replaces it). Only the outbox is read.
     pub async fn with_pending_outbox(
         &self,
         older_than: DateTime,
+        published: Vec<String>,
     ) -> Result<Vec<PendingOutbox>, StoreError> {
-        let filter = doc! { "outbox_at": { "$lt": older_than } };
+        let mut filter = doc! { "outbox_at": { "$lt": older_than } };
+        if !published.is_empty() {
+            filter.insert(
+                "$nor",
+                vec![doc! {
+                    "_id": { "$in": published },
+                    "state": { "$in": states(SagaState::ACTIVE) },
+                }],
+            );
+        }
         Ok(self
             .raw
             .clone_with_type::<PendingOutbox>()

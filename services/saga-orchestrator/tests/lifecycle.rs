@@ -429,3 +429,67 @@ async fn an_outbox_left_by_a_crash_is_published_by_the_leader() {
     running.stop().await;
     h.cleanup().await;
 }
+
+/// `queued` and `saga_completed` are not kept in an outbox: a crash after the transition's
+/// write and before its publish is repaired by the redelivered message, which finds the
+/// transition done and publishes the same event (same derived id) again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivery_announces_what_a_crash_left_unannounced() {
+    let h = Harness::new(|c| c.limits.global_concurrency = 1).await;
+    // A run that holds the only slot, so the next request stays queued.
+    let running = h.start().await;
+    let blocker = h.request("a", 0, 30).await.aggregate_id;
+    h.eventually("the blocker holds the slot", || async {
+        h.state(&blocker).await.as_deref() == Some("scheduled")
+    })
+    .await;
+    running.stop().await;
+
+    // What a saga looks like when its handler stopped right after the insert or the final update.
+    let request = common::request("u", 0, 10);
+    let queued_id = request.aggregate_id.clone();
+    let EventPayload::ExecutionRequested(payload) = &request.payload else {
+        unreachable!()
+    };
+    let now = mongodb::bson::DateTime::now();
+    let sagas = h.db.collection::<mongodb::bson::Document>("sagas");
+    sagas
+        .insert_one(doc! {
+            "_id": &queued_id, "user_id": "u", "state": "queued", "priority": 0,
+            "enqueued_at": now, "request": mongodb::bson::to_bson(payload).unwrap(),
+            "steps": [ { "name": "queued", "status": "completed", "at": now } ],
+            "compensations": [], "outbox": [], "updated_at": now,
+        })
+        .await
+        .unwrap();
+    let done = common::completed(&uuid::Uuid::now_v7().to_string());
+    sagas
+        .insert_one(doc! {
+            "_id": &done.aggregate_id, "user_id": "u", "state": "finished", "outcome": "completed",
+            "steps": [ { "name": "completed", "status": "completed", "at": now } ],
+            "compensations": [], "outbox": [], "finished_at": now, "updated_at": now,
+        })
+        .await
+        .unwrap();
+
+    let running = h.start().await;
+    h.publish(&request).await;
+    h.publish(&done).await;
+    h.eventually("both announced", || async {
+        let queued = h.collected.for_id(EventType::ExecutionQueued, &queued_id);
+        let completed = h
+            .collected
+            .for_id(EventType::SagaCompleted, &done.aggregate_id);
+        queued.len() == 1 && completed.len() == 1
+    })
+    .await;
+    let queued = h.collected.for_id(EventType::ExecutionQueued, &queued_id);
+    assert_eq!(
+        queued[0].event_id,
+        shared::events::derived_event_id(request.event_id, EventType::ExecutionQueued),
+        "the id the first run would have published"
+    );
+    assert_eq!(h.state(&queued_id).await.as_deref(), Some("queued"));
+    running.stop().await;
+    h.cleanup().await;
+}

@@ -128,7 +128,11 @@ pub fn derived_event_id(cause: Uuid, event_type: EventType) -> Uuid {
         hash ^= u128::from(byte);
         hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
     }
-    uuid::Builder::from_custom_bytes((cause.as_u128() ^ hash).to_be_bytes()).into_uuid()
+    // The cause's first 48 bits (a UUIDv7's millisecond timestamp) are kept, so a derived id
+    // sorts with the ids of its cause's time rather than at random.
+    let time_bits = u128::from(u64::MAX >> 16) << 80;
+    let mixed = (cause.as_u128() & time_bits) | ((cause.as_u128() ^ hash) & !time_bits);
+    uuid::Builder::from_custom_bytes(mixed.to_be_bytes()).into_uuid()
 }
 
 #[cfg(test)]
@@ -152,6 +156,15 @@ mod tests {
         assert_eq!(first.event_id.get_version_num(), 8);
         assert_eq!(first.causation_id, Some(cause.event_id));
         assert_ne!(first.event_id, cause.event_id);
+        assert_eq!(
+            first.event_id.as_bytes()[..6],
+            cause.event_id.as_bytes()[..6],
+            "sorts at its cause's time"
+        );
+        assert_ne!(
+            first.event_id,
+            derived_event_id(cause.event_id, EventType::ExecutionQueued)
+        );
         assert_ne!(
             first.event_id,
             other.follow_once(payload(), "test").event_id

@@ -42,11 +42,17 @@ const WATCHED: &[EventType] = &[
 #[derive(Default, Clone)]
 pub struct Collector {
     pub seen: Arc<Mutex<Vec<Event>>>,
+    /// Every delivery, duplicates included: (type, execution id).
+    pub deliveries: Arc<Mutex<Vec<(EventType, String)>>>,
 }
 
 impl Handler for Collector {
     async fn handle(&self, message: &InboundMessage) -> Result<(), HandlerError> {
         let event = message.decode_event()?;
+        self.deliveries
+            .lock()
+            .unwrap()
+            .push((event.event_type(), event.aggregate_id.clone()));
         // Consumers de-duplicate on event_id (at-least-once): so does this one.
         let mut seen = self.seen.lock().unwrap();
         if !seen.iter().any(|e| e.event_id == event.event_id) {
@@ -72,6 +78,16 @@ impl Collector {
             .into_iter()
             .filter(|e| e.aggregate_id == id)
             .collect()
+    }
+
+    /// How many times an event of this type for this execution was delivered.
+    pub fn deliveries(&self, event_type: EventType, id: &str) -> usize {
+        self.deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, i)| *t == event_type && i == id)
+            .count()
     }
 
     /// Distinct executions with an event of this type, in arrival order.
