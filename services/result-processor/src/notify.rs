@@ -80,27 +80,17 @@ impl Notifier {
             return Ok(());
         }
         let fresh = NotificationDoc::execution_finished(execution, chrono::Utc::now());
-        let key = doc! { "execution_id": &execution.id, "kind": EXECUTION_FINISHED };
-        // The filter's fields are inserted from the filter itself.
-        let mut insert = bson::to_document(&fresh)?;
-        insert.remove("execution_id");
-        insert.remove("kind");
-        let upsert = self
-            .collection
-            .update_one(key.clone(), doc! { "$setOnInsert": insert })
-            .upsert(true)
-            .await;
-        match upsert {
-            Ok(_) => {}
-            // Two workers raced on the upsert; the other one's document stands.
-            Err(error) if shared::mongo::is_duplicate_key(&error) => {}
+        // Nearly always the first delivery: insert, and read only when the unique index says a
+        // notification of this execution exists already (its id must be the one sent).
+        let stored = match self.collection.insert_one(&fresh).await {
+            Ok(_) => fresh,
+            Err(error) if shared::mongo::is_duplicate_key(&error) => self
+                .collection
+                .find_one(doc! { "execution_id": &execution.id, "kind": EXECUTION_FINISHED })
+                .await?
+                .ok_or_else(|| NotifyError::Vanished(execution.id.clone()))?,
             Err(error) => return Err(error.into()),
-        }
-        let stored = self
-            .collection
-            .find_one(key)
-            .await?
-            .ok_or_else(|| NotifyError::Vanished(execution.id.clone()))?;
+        };
         let user_id = stored.user_id.clone();
         let data = serde_json::to_string(&Notification::from(stored))?;
         let mut conn = self.redis.clone();
