@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -38,7 +38,19 @@ pub struct Monitor {
     service: &'static str,
     active: HashMap<String, Tracked>,
     finished: HashMap<String, (PathBuf, chrono::DateTime<Utc>)>,
+    /// The work dir's modification time at the last listing, and when that listing was.
+    listed: Option<(SystemTime, Instant)>,
+    expired_at: Option<Instant>,
 }
+
+/// The work dir holds every executor kept for `retention_seconds`, thousands under load, and
+/// listing it on every poll cost more than watching the live ones. It is listed when its
+/// modification time moved (executors are renamed into it), while that time is recent (a second
+/// change within one timestamp tick would not move it), and at least this often regardless.
+const RELIST_EVERY: Duration = Duration::from_secs(5);
+const RECENT_CHANGE: Duration = Duration::from_millis(250);
+/// Finished executors are checked for expiry at most this often.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 struct Tracked {
     dir: ExecutorDir,
@@ -68,6 +80,8 @@ impl Monitor {
             service,
             active: HashMap::new(),
             finished: HashMap::new(),
+            listed: None,
+            expired_at: None,
         }
     }
 
@@ -108,10 +122,35 @@ impl Monitor {
                 }
             }
         }
-        self.expire_finished();
+        if self
+            .expired_at
+            .is_none_or(|at| at.elapsed() >= EXPIRE_EVERY)
+        {
+            self.expired_at = Some(Instant::now());
+            self.expire_finished();
+        }
+    }
+
+    fn listing_due(&self, modified: Option<SystemTime>) -> bool {
+        let (Some((seen, at)), Some(modified)) = (self.listed, modified) else {
+            return true;
+        };
+        modified != seen
+            || SystemTime::now()
+                .duration_since(modified)
+                .is_ok_and(|age| age < RECENT_CHANGE)
+            || at.elapsed() >= RELIST_EVERY
     }
 
     fn discover(&mut self) {
+        // Read before listing: a change during the listing makes the next pass list again.
+        let modified = std::fs::metadata(&self.root)
+            .and_then(|m| m.modified())
+            .ok();
+        if !self.listing_due(modified) {
+            return;
+        }
+        self.listed = modified.map(|modified| (modified, Instant::now()));
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(error) => {
