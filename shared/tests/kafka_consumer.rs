@@ -59,6 +59,7 @@ fn start<H: Handler>(
         topics,
         client_id: format!("test-{group}"),
         drain_timeout: drain,
+        fetch_wait: None,
     };
     let task = tokio::spawn(run_consumer(
         config.kafka.clone(),

@@ -53,6 +53,7 @@ async fn consume_until_cancelled(config: &Config, db: Database, shutdown: Cancel
             )],
             client_id: "killed-consumer".into(),
             drain_timeout: Duration::from_secs(5),
+            fetch_wait: None,
         },
         Arc::new(RecordInMongo(db)),
         producer,

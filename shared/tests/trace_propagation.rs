@@ -46,6 +46,7 @@ async fn the_consumer_span_is_a_child_of_the_producer_span() {
             topics: vec![topic.clone()],
             client_id: "trace-test".into(),
             drain_timeout: Duration::from_secs(5),
+            fetch_wait: None,
         },
         Arc::new(collected.clone()),
         producer.clone(),

@@ -77,6 +77,7 @@ impl Processor {
             topics: vec![dead_letter_topic(&kafka.topic_prefix)],
             client_id: SERVICE_NAME.to_owned(),
             drain_timeout,
+            fetch_wait: None,
         };
         let handler = Arc::new(DeadLetterHandler {
             store: self.store.clone(),

@@ -93,6 +93,7 @@ fn consumer<H: Handler>(
         topics,
         client_id: "dlq-test".into(),
         drain_timeout: Duration::from_secs(5),
+        fetch_wait: None,
     };
     let (kafka, producer, shutdown) = (config.kafka.clone(), producer.clone(), shutdown.clone());
     tokio::spawn(async move {

@@ -15,6 +15,8 @@ pub use replay::{ReplayEngine, SkipReplays};
 pub use store::{EVENTS_COLLECTION, EventStore};
 
 pub const SERVICE_NAME: &str = "event-replay";
+/// How long the broker may hold a fetch of the event store's consumer to fill it.
+const STORE_FETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Builds this service's components.
 pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
@@ -26,13 +28,18 @@ pub async fn build(context: ServiceContext) -> anyhow::Result<Components> {
         ReplayEngine::session_indexes(),
     )
     .await?;
-    let settings = ConsumerSettings::for_event_types(
-        &config.services.event_replay.consumer_group,
-        &config.kafka.topic_prefix,
-        EventType::ALL,
-        SERVICE_NAME,
-        context.lifecycle.drain_timeout(),
-    );
+    // The store is read by people (history, replays), not by the pipeline: a fetch may wait
+    // to fill, which spares the broker hundreds of fetches a second across every topic.
+    let settings = ConsumerSettings {
+        fetch_wait: Some(STORE_FETCH_WAIT),
+        ..ConsumerSettings::for_event_types(
+            &config.services.event_replay.consumer_group,
+            &config.kafka.topic_prefix,
+            EventType::ALL,
+            SERVICE_NAME,
+            context.lifecycle.drain_timeout(),
+        )
+    };
     let consumer = run_consumer(
         config.kafka.clone(),
         settings,

@@ -55,6 +55,7 @@ async fn every_event_is_stored_once_even_when_delivered_twice() {
             topics: vec![topic],
             client_id: "event-store-test".into(),
             drain_timeout: Duration::from_secs(5),
+            fetch_wait: None,
         },
         Arc::new(EventStore::new(&db)),
         producer,

@@ -266,6 +266,7 @@ async fn consumers_skip_replayed_commands_unless_the_session_allows_side_effects
             topics: vec![topic.clone()],
             client_id: "replay-guard-test".into(),
             drain_timeout: Duration::from_secs(5),
+            fetch_wait: None,
         },
         Arc::clone(&creates),
         env.producer.clone(),

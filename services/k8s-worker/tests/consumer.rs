@@ -86,6 +86,7 @@ async fn create_commands_become_sandboxes_or_failures() {
         ],
         client_id: "k8s-worker-test".into(),
         drain_timeout: Duration::from_secs(5),
+        fetch_wait: None,
     };
     let worker = Worker::new(Arc::clone(&runtime), producer.clone());
     let worker_task = tokio::spawn(run_consumer(
@@ -104,6 +105,7 @@ async fn create_commands_become_sandboxes_or_failures() {
         ],
         client_id: "observer".into(),
         drain_timeout: Duration::from_secs(5),
+        fetch_wait: None,
     };
     let observer_task = tokio::spawn(run_consumer(
         config.kafka.clone(),

@@ -98,6 +98,7 @@ impl Harness {
             ],
             client_id: "rp-test-collector".into(),
             drain_timeout: Duration::from_secs(5),
+            fetch_wait: None,
         };
         let collector = tokio::spawn({
             let (kafka, handler, producer, shutdown) = (

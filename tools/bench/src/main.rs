@@ -105,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
             )],
             client_id: "kiln-bench".into(),
             drain_timeout: Duration::from_secs(2),
+            fetch_wait: None,
         },
         Arc::new(stored.clone()),
         shared::kafka::EventProducer::new(&config.kafka, "kiln-bench")?,

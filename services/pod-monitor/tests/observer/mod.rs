@@ -80,6 +80,7 @@ pub(crate) async fn observe() -> Observer {
             topics,
             client_id: "observer".into(),
             drain_timeout: Duration::from_secs(2),
+            fetch_wait: None,
         },
         Arc::new(events.clone()),
         producer.clone(),

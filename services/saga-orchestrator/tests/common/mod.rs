@@ -151,6 +151,7 @@ impl Harness {
                 .collect(),
             client_id: "saga-test-collector".into(),
             drain_timeout: Duration::from_secs(5),
+            fetch_wait: None,
         };
         let task = tokio::spawn({
             let (config, collected, producer, shutdown) = (

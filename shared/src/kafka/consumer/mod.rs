@@ -36,6 +36,11 @@ pub struct ConsumerSettings {
     pub client_id: String,
     /// How long in-flight handlers may run after shutdown is requested.
     pub drain_timeout: Duration,
+    /// For a consumer off the latency path: the broker holds each fetch up to this long to
+    /// fill it, so a busy group fetches a few times a second instead of once per message
+    /// (each fetch of a group subscribed to many partitions costs the broker CPU). `None`:
+    /// fetches return as soon as a message is there.
+    pub fetch_wait: Option<Duration>,
 }
 
 impl ConsumerSettings {
@@ -55,6 +60,7 @@ impl ConsumerSettings {
                 .collect(),
             client_id: client_id.to_owned(),
             drain_timeout,
+            fetch_wait: None,
         }
     }
 }

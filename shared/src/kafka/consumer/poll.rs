@@ -19,6 +19,8 @@ use crate::config::KafkaConfig;
 
 /// Short enough that shutdown and stalled partitions are noticed quickly, long enough not to spin.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// With `fetch_wait`, a fetch returns early only once this much is waiting.
+const FETCH_MIN_BYTES_WHEN_WAITING: &str = "1048576";
 
 pub(super) fn poll_loop<H: Handler>(
     cfg: KafkaConfig,
@@ -36,7 +38,13 @@ pub(super) fn poll_loop<H: Handler>(
         revoke_drain_timeout: Duration::from_millis(cfg.revoke_drain_timeout_ms),
         group: settings.group_id.clone(),
     };
-    let consumer: BaseConsumer<DrainingContext> = base_client_config(&cfg, &settings.client_id)
+    let mut client = base_client_config(&cfg, &settings.client_id);
+    if let Some(wait) = settings.fetch_wait {
+        client
+            .set("fetch.wait.max.ms", wait.as_millis().to_string())
+            .set("fetch.min.bytes", FETCH_MIN_BYTES_WHEN_WAITING);
+    }
+    let consumer: BaseConsumer<DrainingContext> = client
         .set("group.id", &settings.group_id)
         // At-least-once: librdkafka commits in the background, but only offsets our workers
         // stored after their side effect was durable.
