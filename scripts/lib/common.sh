@@ -28,7 +28,8 @@ KILN_KAFKA_CONTROLLER_PORT=9093
 KILN_MONGO_PORT=27017
 KILN_REDIS_PORT=6379
 KILN_KAFKA_BOOTSTRAP="$KILN_HOST:$KILN_KAFKA_PORT"
-KILN_MONGO_URI="mongodb://$KILN_HOST:$KILN_MONGO_PORT/?directConnection=true&retryWrites=false"
+# The same options as config.toml's default (see the comment there).
+KILN_MONGO_URI="mongodb://$KILN_HOST:$KILN_MONGO_PORT/?directConnection=true&retryWrites=false&maxPoolSize=4&serverMonitoringMode=poll"
 KILN_REDIS_URL="redis://$KILN_HOST:$KILN_REDIS_PORT/"
 
 KILN_DEFAULT_TIMEOUT=120

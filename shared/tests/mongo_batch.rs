@@ -5,6 +5,7 @@ mod common;
 
 use futures::future::join_all;
 use mongodb::bson::{Document, doc};
+use secrecy::ExposeSecret;
 use shared::mongo::batch::{BatchError, InsertBatcher, Inserted, Matched, UpdateBatcher};
 
 async fn database() -> mongodb::Database {
@@ -90,4 +91,58 @@ async fn updates_keep_their_order_and_report_their_own_failure() {
         .await
         .unwrap();
     assert_eq!(hit, Matched(true));
+}
+
+/// A lingering batcher holds a batch for writes that come shortly after: writes spread over
+/// 100 ms travel in a couple of `update` commands instead of one each.
+#[tokio::test]
+async fn a_lingering_batcher_sends_writes_spread_over_time_together() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    let config = common::test_config();
+    let updates = Arc::new(AtomicUsize::new(0));
+    let mut options = mongodb::options::ClientOptions::parse(config.mongo.uri.expose_secret())
+        .await
+        .unwrap();
+    options.command_event_handler = Some(mongodb::event::EventHandler::callback({
+        let updates = Arc::clone(&updates);
+        move |event| {
+            if let mongodb::event::command::CommandEvent::Started(started) = event
+                && started.command_name == "update"
+            {
+                updates.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }));
+    let db = mongodb::Client::with_options(options)
+        .unwrap()
+        .database(&config.mongo.database);
+    let collection = db.collection::<Document>("lingering_updates");
+    collection
+        .insert_one(doc! { "_id": "a", "n": 0 })
+        .await
+        .unwrap();
+    let batcher =
+        UpdateBatcher::spawn_lingering(db.clone(), "lingering_updates", 64, Duration::from_secs(1));
+    let writes = (0..20u64).map(|i| {
+        let batcher = batcher.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(5 * i)).await;
+            batcher
+                .update_one(doc! { "_id": "a" }, doc! { "$inc": { "n": 1 } })
+                .await
+        }
+    });
+    for outcome in join_all(writes).await {
+        assert!(matches!(outcome, Ok(Matched(true))), "{outcome:?}");
+    }
+    let a = collection
+        .find_one(doc! { "_id": "a" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.get_i32("n").unwrap(), 20);
+    assert_eq!(updates.load(Ordering::SeqCst), 1, "one command for all 20");
 }

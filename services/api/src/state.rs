@@ -81,10 +81,13 @@ impl AppState {
         }
         let redis_client =
             redis::Client::open(config.redis.url.expose_secret()).map_err(StateError::RedisUrl)?;
-        let execution_updates = shared::mongo::batch::UpdateBatcher::spawn(
+        // Off the latency path (outbox marks cleared after the publish): batches linger so a
+        // busy api clears many marks per command.
+        let execution_updates = shared::mongo::batch::UpdateBatcher::spawn_lingering(
             db.clone(),
             shared::executions::EXECUTIONS_COLLECTION,
             256,
+            std::time::Duration::from_millis(200),
         );
         let rate_limiter = crate::ratelimit::RateLimiter::new(config, &db);
         Ok(Self(Arc::new(Inner {

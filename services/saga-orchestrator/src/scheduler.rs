@@ -33,7 +33,7 @@ use crate::{Orchestrator, metrics, outbox, sweeper};
 const STALE_OUTBOX: Duration = Duration::from_secs(2);
 /// Passes woken by events start at most this often: a burst of finished and queued executions
 /// is served by one pass rather than one pass (and its queries) each.
-const MIN_PASS_GAP: Duration = Duration::from_millis(10);
+const MIN_PASS_GAP: Duration = Duration::from_millis(20);
 /// How often the leader re-reads the queue from MongoDB, for sagas other replicas created.
 pub const QUEUE_READ_EVERY: Duration = Duration::from_secs(5);
 /// With nothing queued a pass has nothing to decide, so the slots in use are counted (for the

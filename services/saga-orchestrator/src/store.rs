@@ -21,7 +21,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use shared::events::{Event, ExecutionRequested};
-use shared::mongo::batch::{BatchError, UpdateBatcher};
+use shared::mongo::batch::{BatchError, InsertBatcher, Inserted, UpdateBatcher};
 
 use crate::queue::Queued;
 
@@ -29,6 +29,8 @@ pub const SAGAS_COLLECTION: &str = "sagas";
 pub const LOCKS_COLLECTION: &str = "locks";
 /// Outbox clean-ups sent in one command at the most.
 const MAX_PULL_BATCH: usize = 256;
+/// New sagas sent in one command at the most.
+const MAX_INSERT_BATCH: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -231,6 +233,8 @@ pub struct SagaStore {
     raw: Collection<Document>,
     /// Outbox clean-ups are off the critical path and many: batched.
     pulls: UpdateBatcher,
+    /// One new saga per request, from every partition at once: batched.
+    inserts: InsertBatcher,
 }
 
 impl SagaStore {
@@ -240,6 +244,7 @@ impl SagaStore {
             sagas: db.collection(SAGAS_COLLECTION),
             raw: db.collection(SAGAS_COLLECTION),
             pulls: UpdateBatcher::spawn(db.clone(), SAGAS_COLLECTION, MAX_PULL_BATCH),
+            inserts: InsertBatcher::spawn(db.collection(SAGAS_COLLECTION), MAX_INSERT_BATCH),
         }
     }
 
@@ -280,11 +285,8 @@ impl SagaStore {
 
     /// Inserts a new saga; `false` when one with this id exists already.
     pub async fn insert(&self, saga: &SagaDoc) -> Result<bool, StoreError> {
-        match self.sagas.insert_one(saga).await {
-            Ok(_) => Ok(true),
-            Err(error) if is_duplicate_key(&error) => Ok(false),
-            Err(error) => Err(error.into()),
-        }
+        let document = bson::to_document(saga)?;
+        Ok(self.inserts.insert(document).await? == Inserted::New)
     }
 
     /// Creates `fields` as a new saga only if none exists; `true` when this call created it.

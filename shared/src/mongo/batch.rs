@@ -7,8 +7,14 @@
 //! as one `insert`/`update` command, then answers each caller with its own outcome. An idle
 //! batcher sends a lone write at once, so batching adds no latency at low load.
 //!
+//! A writer off the latency path (an outbox mark, a status on its way to being superseded) can
+//! ask the batcher to *linger*: hold a batch that long for more writes to join it. At a steady
+//! rate that turns one command per write into one per linger period.
+//!
 //! Durability is unchanged: a caller's future resolves only after the server acknowledged the
 //! command that carried its write.
+
+use std::time::Duration;
 
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::{Collection, Database};
@@ -60,8 +66,17 @@ pub struct InsertBatcher {
 impl InsertBatcher {
     /// Starts the batcher's task; it ends when the last clone is dropped.
     pub fn spawn(collection: Collection<Document>, max_batch: usize) -> Self {
+        Self::spawn_lingering(collection, max_batch, Duration::ZERO)
+    }
+
+    /// Like [`InsertBatcher::spawn`], holding each batch up to `linger` for more inserts.
+    pub fn spawn_lingering(
+        collection: Collection<Document>,
+        max_batch: usize,
+        linger: Duration,
+    ) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(receiver, max_batch.max(1), move |docs| {
+        tokio::spawn(run(receiver, max_batch.max(1), linger, move |docs| {
             let collection = collection.clone();
             async move { insert_batch(&collection, docs).await }
         }));
@@ -83,9 +98,19 @@ pub struct UpdateBatcher {
 
 impl UpdateBatcher {
     pub fn spawn(db: Database, collection: &str, max_batch: usize) -> Self {
+        Self::spawn_lingering(db, collection, max_batch, Duration::ZERO)
+    }
+
+    /// Like [`UpdateBatcher::spawn`], holding each batch up to `linger` for more updates.
+    pub fn spawn_lingering(
+        db: Database,
+        collection: &str,
+        max_batch: usize,
+        linger: Duration,
+    ) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let collection = collection.to_owned();
-        tokio::spawn(run(receiver, max_batch.max(1), move |statements| {
+        tokio::spawn(run(receiver, max_batch.max(1), linger, move |statements| {
             let db = db.clone();
             let collection = collection.clone();
             async move { update_batch(&db, &collection, statements).await }
@@ -121,14 +146,28 @@ async fn submit<I, T>(queue: &mpsc::Sender<(I, Reply<T>)>, item: I) -> Result<T,
     answer.await.map_err(|_| BatchError::Stopped)?
 }
 
-/// Takes what is waiting (up to `max_batch`), sends it as one command, answers, repeats.
-async fn run<I, T, F, Fut>(mut receiver: mpsc::Receiver<(I, Reply<T>)>, max_batch: usize, send: F)
-where
+/// Takes what is waiting (up to `max_batch`, after lingering for more), sends it as one
+/// command, answers, repeats.
+async fn run<I, T, F, Fut>(
+    mut receiver: mpsc::Receiver<(I, Reply<T>)>,
+    max_batch: usize,
+    linger: Duration,
+    send: F,
+) where
     F: Fn(Vec<I>) -> Fut,
     Fut: Future<Output = Vec<Result<T, BatchError>>>,
 {
     let mut waiting = Vec::with_capacity(max_batch);
     while receiver.recv_many(&mut waiting, max_batch).await > 0 {
+        if !linger.is_zero() && waiting.len() < max_batch {
+            tokio::time::sleep(linger).await;
+            while waiting.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(item) => waiting.push(item),
+                    Err(_) => break,
+                }
+            }
+        }
         let (items, replies): (Vec<I>, Vec<Reply<T>>) = waiting.drain(..).unzip();
         let outcomes = send(items).await;
         for (reply, outcome) in replies.into_iter().zip(outcomes) {

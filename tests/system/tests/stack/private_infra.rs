@@ -239,8 +239,9 @@ impl PrivateMongo {
     }
 
     pub fn uri(&self) -> String {
+        // The options of config.toml's default URI, so the outages hit what Kiln really runs.
         format!(
-            "mongodb://127.0.0.1:{}/?directConnection=true&retryWrites=false",
+            "mongodb://127.0.0.1:{}/?directConnection=true&retryWrites=false&maxPoolSize=4&serverMonitoringMode=poll",
             self.port
         )
     }
