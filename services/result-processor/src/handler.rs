@@ -151,13 +151,9 @@ impl ResultHandler {
     async fn terminal(&self, event: &Event, status: ExecutionStatus) -> Result<(), ProcessError> {
         let id = event.aggregate_id.as_str();
         let processor = &self.processor;
-        let written = processor.store.store_terminal(id, event, status).await?;
-        let doc = match written {
-            Some(doc) => doc,
-            None => match processor.store.get(id).await? {
-                Some(doc) => doc,
-                None => return Err(self.missing(event).await),
-            },
+        processor.store.store_terminal(id, event, status).await?;
+        let Some(doc) = processor.store.get(id).await? else {
+            return Err(self.missing(event).await);
         };
         self.forget_missing(event.event_id);
         if !doc.status.is_terminal() {

@@ -2,12 +2,11 @@
 //! and every update is conditional on a lower status (`statuses_below`), so a late or duplicated
 //! event never moves a status back and the terminal result is written once.
 //!
-//! Progress updates go through a batcher: the projections of every partition being handled at
-//! once travel in one `update` command (its reply counts matches for the whole batch only, and
-//! nobody needs them). The terminal write is a `findAndModify`, which answers with the document.
+//! Updates go through a batcher: the projections of every partition being handled at once
+//! travel in one `update` command. Its reply counts matches for the whole batch only, so callers
+//! learn what happened from the document, not from the update.
 
 use mongodb::bson::{self, DateTime, Document, doc};
-use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 use shared::events::{Event, EventPayload, ExecutionOutcome, ExecutionStatus};
 use shared::executions::{EXECUTIONS_COLLECTION, ExecutionDoc, status_name, statuses_below};
@@ -33,7 +32,9 @@ const PROGRESS_LINGER: std::time::Duration = std::time::Duration::from_millis(20
 #[derive(Debug, Clone)]
 pub struct ExecutionStore {
     typed: Collection<ExecutionDoc>,
-    /// `scheduled`/`running`, lingering. Like the terminal write, each is conditional on a lower
+    /// Terminal results: sent as soon as the previous command is answered.
+    updates: UpdateBatcher,
+    /// `scheduled`/`running`: lingering. Both batchers' statements are conditional on a lower
     /// status, so the order between them does not matter.
     progress: UpdateBatcher,
 }
@@ -43,6 +44,7 @@ impl ExecutionStore {
     pub fn new(db: &Database) -> Self {
         Self {
             typed: db.collection(EXECUTIONS_COLLECTION),
+            updates: UpdateBatcher::spawn(db.clone(), EXECUTIONS_COLLECTION, MAX_BATCH),
             progress: UpdateBatcher::spawn_lingering(
                 db.clone(),
                 EXECUTIONS_COLLECTION,
@@ -64,7 +66,12 @@ impl ExecutionStore {
         mut set: Document,
     ) -> Result<(), StoreError> {
         set.insert("status", status_name(status));
-        self.progress
+        let batcher = if status.is_terminal() {
+            &self.updates
+        } else {
+            &self.progress
+        };
+        batcher
             .update_one(
                 doc! { "_id": id, "status": { "$in": statuses_below(status) } },
                 doc! { "$set": set },
@@ -73,18 +80,14 @@ impl ExecutionStore {
         Ok(())
     }
 
-    /// Writes the terminal result of `event` if the execution is not terminal yet, and returns
-    /// the document as written; `None` when it was terminal already (or is missing), and the
-    /// caller reads what is stored. Which event's result is stored is in `result_event_id`.
-    ///
-    /// One `findAndModify`, not batched: the caller needs the document, and a batched update
-    /// plus a read would be two commands.
+    /// Writes the terminal result of `event` if the execution is not terminal yet. Which event's
+    /// result is stored is read back from the document (`result_event_id`).
     pub async fn store_terminal(
         &self,
         id: &str,
         event: &Event,
         status: ExecutionStatus,
-    ) -> Result<Option<ExecutionDoc>, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut set = doc! {
             "status": status_name(status),
             "finished_at": DateTime::from_chrono(event.occurred_at),
@@ -113,14 +116,7 @@ impl ExecutionStore {
             }
             _ => {}
         }
-        Ok(self
-            .typed
-            .find_one_and_update(
-                doc! { "_id": id, "status": { "$in": statuses_below(status) } },
-                doc! { "$set": set },
-            )
-            .return_document(ReturnDocument::After)
-            .await?)
+        self.advance(id, status, set).await
     }
 }
 
