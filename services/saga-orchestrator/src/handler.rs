@@ -293,9 +293,10 @@ impl SagaHandler {
     async fn terminal(&self, event: &Event) -> Result<Option<Announce>, HandleError> {
         let id = event.aggregate_id.as_str();
         let status = terminal_status(&event.payload);
+        let flow = flow_of(event);
         let mut completed = saga_event(
             id,
-            &flow_of(event),
+            &flow,
             Some(event.event_id),
             EventPayload::SagaCompleted(progress(id, "finished", Some(status.to_owned()))),
         );
@@ -317,7 +318,7 @@ impl SagaHandler {
                 let marker = doc! {
                     "state": SagaState::Finished.as_str(),
                     "outcome": status,
-                    "flow": crate::store::SagaStore::to_bson(&flow_of(event))?,
+                    "flow": crate::store::SagaStore::to_bson(&flow)?,
                     "steps": [crate::store::SagaStore::to_bson(&Step::done("ended_before_request"))?],
                     "compensations": [],
                     "outbox": [],

@@ -66,20 +66,16 @@ pub struct InsertBatcher {
 impl InsertBatcher {
     /// Starts the batcher's task; it ends when the last clone is dropped.
     pub fn spawn(collection: Collection<Document>, max_batch: usize) -> Self {
-        Self::spawn_lingering(collection, max_batch, Duration::ZERO)
-    }
-
-    /// Like [`InsertBatcher::spawn`], holding each batch up to `linger` for more inserts.
-    pub fn spawn_lingering(
-        collection: Collection<Document>,
-        max_batch: usize,
-        linger: Duration,
-    ) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(receiver, max_batch.max(1), linger, move |docs| {
-            let collection = collection.clone();
-            async move { insert_batch(&collection, docs).await }
-        }));
+        tokio::spawn(run(
+            receiver,
+            max_batch.max(1),
+            Duration::ZERO,
+            move |docs| {
+                let collection = collection.clone();
+                async move { insert_batch(&collection, docs).await }
+            },
+        ));
         Self { queue }
     }
 
