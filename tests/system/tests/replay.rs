@@ -25,14 +25,33 @@ fn event_types(history: &Value) -> Vec<String> {
 
 /// The execution's stored events once `result_stored` is among them.
 async fn stored_history(api: &Api, id: &str) -> Value {
+    // The store's consumer lets fetches fill for up to 100 ms and takes its partitions in no
+    // order across topics, so the run's events arrive over a moment: wait until every kind of
+    // event a run always has is there and nothing new came for a while.
+    const EVERY_RUN: [&str; 4] = [
+        "execution_requested",
+        "create_pod_command",
+        "pod_created",
+        "result_stored",
+    ];
+    const SETTLED: Duration = Duration::from_secs(1);
     let deadline = Instant::now() + LONG;
+    let mut seen: Option<(usize, Instant)> = None;
     loop {
         let (status, history) = api
             .get(&format!("/api/v1/executions/{id}/events/history?limit=100"))
             .await;
         assert_eq!(status, 200, "{history}");
-        if event_types(&history).iter().any(|t| t == "result_stored") {
-            return history;
+        let types = event_types(&history);
+        if EVERY_RUN.iter().all(|t| types.iter().any(|s| s == t)) {
+            match seen {
+                Some((count, since)) if count == types.len() => {
+                    if since.elapsed() >= SETTLED {
+                        return history;
+                    }
+                }
+                _ => seen = Some((types.len(), Instant::now())),
+            }
         }
         assert!(
             Instant::now() < deadline,
