@@ -25,18 +25,10 @@ pub enum StoreError {
 /// Projections sent in one command at the most.
 const MAX_BATCH: usize = 256;
 
-/// `scheduled` and `running` are soon superseded and no result waits on them: their batches
-/// linger this long, so at a steady rate most travel together (the terminal write does not wait).
-const PROGRESS_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
-
 #[derive(Debug, Clone)]
 pub struct ExecutionStore {
     typed: Collection<ExecutionDoc>,
-    /// Terminal results: sent as soon as the previous command is answered.
     updates: UpdateBatcher,
-    /// `scheduled`/`running`: lingering. Both batchers' statements are conditional on a lower
-    /// status, so the order between them does not matter.
-    progress: UpdateBatcher,
 }
 
 impl ExecutionStore {
@@ -45,12 +37,6 @@ impl ExecutionStore {
         Self {
             typed: db.collection(EXECUTIONS_COLLECTION),
             updates: UpdateBatcher::spawn(db.clone(), EXECUTIONS_COLLECTION, MAX_BATCH),
-            progress: UpdateBatcher::spawn_lingering(
-                db.clone(),
-                EXECUTIONS_COLLECTION,
-                MAX_BATCH,
-                PROGRESS_LINGER,
-            ),
         }
     }
 
@@ -66,12 +52,7 @@ impl ExecutionStore {
         mut set: Document,
     ) -> Result<(), StoreError> {
         set.insert("status", status_name(status));
-        let batcher = if status.is_terminal() {
-            &self.updates
-        } else {
-            &self.progress
-        };
-        batcher
+        self.updates
             .update_one(
                 doc! { "_id": id, "status": { "$in": statuses_below(status) } },
                 doc! { "$set": set },
