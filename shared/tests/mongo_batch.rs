@@ -3,6 +3,10 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use futures::future::join_all;
 use mongodb::bson::{Document, doc};
 use secrecy::ExposeSecret;
@@ -93,14 +97,8 @@ async fn updates_keep_their_order_and_report_their_own_failure() {
     assert_eq!(hit, Matched(true));
 }
 
-/// A lingering batcher holds a batch for writes that come shortly after: writes spread over
-/// 100 ms travel in a couple of `update` commands instead of one each.
-#[tokio::test]
-async fn a_lingering_batcher_sends_writes_spread_over_time_together() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
-
+/// A database handle that counts the `update` commands it sends.
+async fn counting_updates() -> (mongodb::Database, Arc<AtomicUsize>) {
     let config = common::test_config();
     let updates = Arc::new(AtomicUsize::new(0));
     let mut options = mongodb::options::ClientOptions::parse(config.mongo.uri.expose_secret())
@@ -119,6 +117,14 @@ async fn a_lingering_batcher_sends_writes_spread_over_time_together() {
     let db = mongodb::Client::with_options(options)
         .unwrap()
         .database(&config.mongo.database);
+    (db, updates)
+}
+
+/// A lingering batcher holds a batch for writes that come shortly after: writes spread over
+/// 100 ms travel in a couple of `update` commands instead of one each.
+#[tokio::test]
+async fn a_lingering_batcher_sends_writes_spread_over_time_together() {
+    let (db, updates) = counting_updates().await;
     let collection = db.collection::<Document>("lingering_updates");
     collection
         .insert_one(doc! { "_id": "a", "n": 0 })
@@ -145,4 +151,53 @@ async fn a_lingering_batcher_sends_writes_spread_over_time_together() {
         .unwrap();
     assert_eq!(a.get_i32("n").unwrap(), 20);
     assert_eq!(updates.load(Ordering::SeqCst), 1, "one command for all 20");
+}
+
+/// A write due now does not wait out a lingering batch: it takes the lingering writes with it,
+/// after them, in one command.
+#[tokio::test]
+async fn a_write_due_now_ends_the_linger_and_keeps_the_order() {
+    let (db, updates) = counting_updates().await;
+    let collection = db.collection::<Document>("urgent_updates");
+    collection
+        .insert_one(doc! { "_id": "a", "log": [] })
+        .await
+        .unwrap();
+    // Far longer than the test may take: only the urgent write can end this batch's wait.
+    let batcher =
+        UpdateBatcher::spawn_lingering(db.clone(), "urgent_updates", 64, Duration::from_secs(600));
+    let lingering = {
+        let batcher = batcher.clone();
+        tokio::spawn(async move {
+            batcher
+                .update_one(
+                    doc! { "_id": "a" },
+                    doc! { "$push": { "log": "lingering" } },
+                )
+                .await
+        })
+    };
+    // Let the lingering write reach the batcher first.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let now = tokio::time::timeout(
+        Duration::from_secs(30),
+        batcher.update_now(doc! { "_id": "a" }, doc! { "$push": { "log": "now" } }),
+    )
+    .await
+    .expect("the urgent write waited out the linger");
+    assert_eq!(now.unwrap(), Matched(true));
+    assert_eq!(lingering.await.unwrap().unwrap(), Matched(true));
+    let a = collection
+        .find_one(doc! { "_id": "a" })
+        .await
+        .unwrap()
+        .unwrap();
+    let log: Vec<&str> = a
+        .get_array("log")
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(log, ["lingering", "now"]);
+    assert_eq!(updates.load(Ordering::SeqCst), 1, "one command for both");
 }

@@ -47,6 +47,8 @@ pub struct Inner {
     pub token_cache: crate::auth::token_cache::TokenCache,
     /// Small updates of `executions` (the api's outbox marks), batched.
     pub execution_updates: shared::mongo::batch::UpdateBatcher,
+    /// New executions: concurrent submissions share one insert command.
+    pub execution_inserts: shared::mongo::batch::InsertBatcher,
     /// A real argon2id hash to verify against when the user does not exist, so an unknown user
     /// costs the same time as a wrong password.
     pub(crate) dummy_hash: tokio::sync::OnceCell<String>,
@@ -89,6 +91,10 @@ impl AppState {
             256,
             std::time::Duration::from_millis(200),
         );
+        let execution_inserts = shared::mongo::batch::InsertBatcher::spawn(
+            db.collection(shared::executions::EXECUTIONS_COLLECTION),
+            256,
+        );
         let rate_limiter = crate::ratelimit::RateLimiter::new(config, &db);
         Ok(Self(Arc::new(Inner {
             api: config.api.clone(),
@@ -108,6 +114,7 @@ impl AppState {
             rate_limiter,
             token_cache: crate::auth::token_cache::TokenCache::default(),
             execution_updates,
+            execution_inserts,
             dummy_hash: tokio::sync::OnceCell::new(),
         })))
     }

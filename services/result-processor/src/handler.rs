@@ -76,31 +76,35 @@ impl ResultHandler {
                 )
                 .await
             }
+            // The stream entry first: the projection may linger (see `store`), and the entry
+            // must not wait for it, or it could land after the result on the stream.
             EventPayload::ExecutionScheduled(_) => {
-                let at = DateTime::from_chrono(event.occurred_at);
-                store
-                    .advance(id, ExecutionStatus::Scheduled, doc! { "scheduled_at": at })
-                    .await?;
                 self.status_entry(
                     id,
                     ExecutionStatus::Scheduled,
                     event.event_type(),
                     event.occurred_at,
                 )
-                .await
+                .await?;
+                let at = DateTime::from_chrono(event.occurred_at);
+                store
+                    .advance(id, ExecutionStatus::Scheduled, doc! { "scheduled_at": at })
+                    .await?;
+                Ok(())
             }
             EventPayload::ExecutionStarted(started) => {
-                let at = DateTime::from_chrono(started.started_at);
-                store
-                    .advance(id, ExecutionStatus::Running, doc! { "started_at": at })
-                    .await?;
                 self.status_entry(
                     id,
                     ExecutionStatus::Running,
                     event.event_type(),
                     started.started_at,
                 )
-                .await
+                .await?;
+                let at = DateTime::from_chrono(started.started_at);
+                store
+                    .advance(id, ExecutionStatus::Running, doc! { "started_at": at })
+                    .await?;
+                Ok(())
             }
             EventPayload::ExecutionOutput(output) => {
                 let stream_name = match output.stream {

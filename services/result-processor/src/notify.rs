@@ -9,6 +9,7 @@ use mongodb::{Collection, Database};
 use redis::Script;
 use redis::aio::ConnectionManager;
 use shared::executions::ExecutionDoc;
+use shared::mongo::batch::{BatchError, InsertBatcher, Inserted};
 use shared::notifications::{
     EXECUTION_FINISHED, NOTIFICATIONS_COLLECTION, Notification, NotificationDoc, stream,
 };
@@ -26,6 +27,8 @@ return 1
 pub enum NotifyError {
     #[error("storing the notification failed")]
     Mongo(#[from] mongodb::error::Error),
+    #[error("storing the notification failed")]
+    Batch(#[from] BatchError),
     #[error("encoding the notification failed")]
     Encode(#[from] bson::ser::Error),
     #[error("encoding the notification failed")]
@@ -36,9 +39,14 @@ pub enum NotifyError {
     Vanished(String),
 }
 
+/// Notifications inserted in one command at the most.
+const MAX_BATCH: usize = 256;
+
 #[derive(Clone)]
 pub struct Notifier {
     collection: Collection<NotificationDoc>,
+    /// The inserts of results stored at the same time share a command.
+    inserts: InsertBatcher,
     redis: ConnectionManager,
     key_prefix: String,
     script: Script,
@@ -53,9 +61,11 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
+    /// Starts the insert batcher (a task): call from within the runtime.
     pub fn new(db: &Database, redis: ConnectionManager, key_prefix: String) -> Self {
         Self {
             collection: db.collection(NOTIFICATIONS_COLLECTION),
+            inserts: InsertBatcher::spawn(db.collection(NOTIFICATIONS_COLLECTION), MAX_BATCH),
             redis,
             key_prefix,
             script: Script::new(APPEND_ONCE),
@@ -82,14 +92,13 @@ impl Notifier {
         let fresh = NotificationDoc::execution_finished(execution, chrono::Utc::now());
         // Nearly always the first delivery: insert, and read only when the unique index says a
         // notification of this execution exists already (its id must be the one sent).
-        let stored = match self.collection.insert_one(&fresh).await {
-            Ok(_) => fresh,
-            Err(error) if shared::mongo::is_duplicate_key(&error) => self
+        let stored = match self.inserts.insert(bson::to_document(&fresh)?).await? {
+            Inserted::New => fresh,
+            Inserted::Duplicate => self
                 .collection
                 .find_one(doc! { "execution_id": &execution.id, "kind": EXECUTION_FINISHED })
                 .await?
                 .ok_or_else(|| NotifyError::Vanished(execution.id.clone()))?,
-            Err(error) => return Err(error.into()),
         };
         let user_id = stored.user_id.clone();
         let data = serde_json::to_string(&Notification::from(stored))?;

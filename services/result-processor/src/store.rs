@@ -4,7 +4,10 @@
 //!
 //! Updates go through a batcher: the projections of every partition being handled at once
 //! travel in one `update` command. Its reply counts matches for the whole batch only, so callers
-//! learn what happened from the document, not from the update.
+//! learn what happened from the document, not from the update. The `scheduled` and `running`
+//! projections are soon superseded and nobody waits on them, so they linger for company; a
+//! terminal result goes at once and takes the lingering ones with it, ahead of itself, so a
+//! status is never written after the result that ends it.
 
 use mongodb::bson::{self, DateTime, Document, doc};
 use mongodb::{Collection, Database};
@@ -25,6 +28,9 @@ pub enum StoreError {
 /// Projections sent in one command at the most.
 const MAX_BATCH: usize = 256;
 
+/// How long an intermediate projection waits for others to share its command.
+const PROJECTION_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
 #[derive(Debug, Clone)]
 pub struct ExecutionStore {
     typed: Collection<ExecutionDoc>,
@@ -36,7 +42,12 @@ impl ExecutionStore {
     pub fn new(db: &Database) -> Self {
         Self {
             typed: db.collection(EXECUTIONS_COLLECTION),
-            updates: UpdateBatcher::spawn(db.clone(), EXECUTIONS_COLLECTION, MAX_BATCH),
+            updates: UpdateBatcher::spawn_lingering(
+                db.clone(),
+                EXECUTIONS_COLLECTION,
+                MAX_BATCH,
+                PROJECTION_LINGER,
+            ),
         }
     }
 
@@ -45,19 +56,15 @@ impl ExecutionStore {
     }
 
     /// Moves a non-terminal status forward, setting `set` with it, unless it is there already.
+    /// May linger (see the module's comment).
     pub async fn advance(
         &self,
         id: &str,
         status: ExecutionStatus,
-        mut set: Document,
+        set: Document,
     ) -> Result<(), StoreError> {
-        set.insert("status", status_name(status));
-        self.updates
-            .update_one(
-                doc! { "_id": id, "status": { "$in": statuses_below(status) } },
-                doc! { "$set": set },
-            )
-            .await?;
+        let (filter, update) = advance_statement(id, status, set);
+        self.updates.update_one(filter, update).await?;
         Ok(())
     }
 
@@ -97,8 +104,19 @@ impl ExecutionStore {
             }
             _ => {}
         }
-        self.advance(id, status, set).await
+        let (filter, update) = advance_statement(id, status, set);
+        self.updates.update_now(filter, update).await?;
+        Ok(())
     }
+}
+
+/// The conditional update that moves `id` to `status` unless it is there or beyond already.
+fn advance_statement(id: &str, status: ExecutionStatus, mut set: Document) -> (Document, Document) {
+    set.insert("status", status_name(status));
+    (
+        doc! { "_id": id, "status": { "$in": statuses_below(status) } },
+        doc! { "$set": set },
+    )
 }
 
 fn outcome_fields(set: &mut Document, outcome: &ExecutionOutcome) -> Result<(), StoreError> {

@@ -303,14 +303,21 @@ impl SagaHandler {
         completed.event_id = derived_event_id(event.event_id, EventType::SagaCompleted);
         for _ in 0..ROUNDS {
             // Nearly every terminal event ends a saga in flight: update first, read only when
-            // the update finds nothing to end.
+            // the update finds nothing to end (or its batch cannot tell, see `apply_lingering`:
+            // the read below then finds the saga ended by this very event).
             let mut transition = Transition::new(
                 &[SagaState::Queued, SagaState::Scheduled, SagaState::Running],
                 SagaState::Finished,
                 Step::done(status),
             );
             transition.set = doc! { "finished_at": DateTime::now(), "outcome": status };
-            if self.saga.store.apply(id, transition).await?.is_some() {
+            if self
+                .saga
+                .store
+                .apply_lingering(id, transition)
+                .await?
+                .is_some()
+            {
                 ::metrics::counter!(metrics::TERMINAL_TOTAL, "status" => status).increment(1);
                 return Ok(Some(Announce::Direct(vec![completed])));
             }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod queue;
 pub mod scheduler;
+pub mod slots;
 pub mod store;
 pub mod sweeper;
 

@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use crate::events::{progress, saga_event};
 use crate::lease::Lease;
+use crate::slots::{Full, Slots};
 use crate::store::{SagaDoc, SagaState, Step, StoreError, Transition};
 use crate::{Orchestrator, metrics, outbox, sweeper};
 
@@ -36,10 +37,6 @@ const STALE_OUTBOX: Duration = Duration::from_secs(2);
 const MIN_PASS_GAP: Duration = Duration::from_millis(20);
 /// How often the leader re-reads the queue from MongoDB, for sagas other replicas created.
 pub const QUEUE_READ_EVERY: Duration = Duration::from_secs(5);
-/// With nothing queued a pass has nothing to decide, so the slots in use are counted (for the
-/// running gauge) at most this often instead of on every pass: most passes are woken by a
-/// finished execution and would read every active saga for nothing.
-const IDLE_COUNT_EVERY: Duration = Duration::from_secs(1);
 /// A scheduled saga past its deadline is failed by the next sweep, whose transition replaces the
 /// outbox; the published mark outlives the deadline by this much to cover that sweep.
 const FORGET_AFTER_DEADLINE: Duration = Duration::from_secs(60);
@@ -48,7 +45,8 @@ pub struct Scheduler {
     saga: Orchestrator,
     lease: Lease,
     queue_read_at: std::sync::Mutex<Option<Instant>>,
-    counted_at: std::sync::Mutex<Option<Instant>>,
+    /// The slots in use as of the last pass (see [`crate::slots`]); `None` until counted.
+    slots: std::sync::Mutex<Option<Slots>>,
     /// Sagas whose `scheduled` outbox this replica published, with when it may forget them:
     /// after the saga's deadline (and a sweep or two), when it has surely moved on.
     published: std::sync::Mutex<HashMap<String, Instant>>,
@@ -65,7 +63,7 @@ impl Scheduler {
             saga,
             lease,
             queue_read_at: std::sync::Mutex::new(None),
-            counted_at: std::sync::Mutex::new(None),
+            slots: std::sync::Mutex::new(None),
             published: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -95,11 +93,13 @@ impl Scheduler {
                             "scheduler leadership changed"
                         );
                         leader = held;
-                        // A new leader reads the whole queue before its first pass.
+                        // A new leader reads the whole queue and counts the slots before its
+                        // first pass.
                         *self
                             .queue_read_at
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                        *self.slots_lock() = None;
                         ::metrics::gauge!(metrics::LEADER).set(if held { 1.0 } else { 0.0 });
                     }
                 }
@@ -137,33 +137,33 @@ impl Scheduler {
         let settings = &self.saga.settings;
         self.read_queue_if_due().await?;
         ::metrics::gauge!(metrics::QUEUE_DEPTH).set(self.saga.queue.len() as f64);
-        let now = Instant::now();
+        // Taken out for the pass and put back after it: a failed pass leaves nothing, so the
+        // next one counts afresh.
+        let known = self.slots_lock().take().filter(|slots| !slots.stale());
+        if self.saga.queue.is_empty()
+            && let Some(slots) = known
         {
-            let mut counted_at = self
-                .counted_at
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if self.saga.queue.is_empty()
-                && counted_at.is_some_and(|at| now.duration_since(at) < IDLE_COUNT_EVERY)
-            {
-                return Ok(0);
-            }
-            *counted_at = Some(now);
-        }
-        let mut active = self.saga.store.active_by_user().await?;
-        let mut in_use: usize = active.values().sum();
-        ::metrics::gauge!(metrics::RUNNING).set(in_use as f64);
-        if in_use >= settings.global_concurrency {
+            *self.slots_lock() = Some(slots);
             return Ok(0);
         }
+        let (mut slots, mut counted) = match known {
+            Some(slots) => (slots, false),
+            None => (self.count_slots().await?, true),
+        };
+        let (global_cap, user_cap) = (settings.global_concurrency, settings.per_user_concurrency);
         let mut scheduled = 0;
         for candidate in self.saga.queue.in_order() {
-            if in_use >= settings.global_concurrency {
-                break;
+            let mut room = slots.room_for(&candidate.user_id, global_cap, user_cap);
+            if room.is_err() && !counted {
+                // The bound says full; the real count may have room (executions ended).
+                slots = self.count_slots().await?;
+                counted = true;
+                room = slots.room_for(&candidate.user_id, global_cap, user_cap);
             }
-            let used = active.entry(candidate.user_id.clone()).or_insert(0);
-            if *used >= settings.per_user_concurrency {
-                continue;
+            match room {
+                Ok(()) => {}
+                Err(Full::Global) => break,
+                Err(Full::User) => continue,
             }
             // The entry is a candidate only: the saga may have been cancelled or scheduled by
             // another leader since. MongoDB's state (and the conditional update) decides.
@@ -180,8 +180,7 @@ impl Scheduler {
             let written = self.schedule(&doc).await?;
             self.saga.queue.remove(&candidate);
             if let Some((events, forget_at)) = written {
-                *used += 1;
-                in_use += 1;
+                slots.take(&candidate.user_id);
                 scheduled += 1;
                 match outbox::publish_kept(&self.saga.producer, &events).await {
                     Ok(()) => {
@@ -193,10 +192,19 @@ impl Scheduler {
                 }
             }
         }
-        if scheduled > 0 {
-            ::metrics::gauge!(metrics::RUNNING).set(in_use as f64);
-        }
+        ::metrics::gauge!(metrics::RUNNING).set(slots.total() as f64);
+        *self.slots_lock() = Some(slots);
         Ok(scheduled)
+    }
+
+    async fn count_slots(&self) -> Result<Slots, StoreError> {
+        Ok(Slots::counted(self.saga.store.active_by_user().await?))
+    }
+
+    fn slots_lock(&self) -> std::sync::MutexGuard<'_, Option<Slots>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn read_queue_if_due(&self) -> Result<(), StoreError> {

@@ -21,7 +21,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use shared::events::{Event, ExecutionRequested};
-use shared::mongo::batch::{BatchError, InsertBatcher, Inserted, UpdateBatcher};
+use shared::mongo::batch::{BatchError, InsertBatcher, Inserted, Matched, UpdateBatcher};
 
 use crate::queue::Queued;
 
@@ -223,6 +223,37 @@ pub fn outbox_entries(events: &[Event]) -> Result<Vec<OutboxEntry>, StoreError> 
         .collect()
 }
 
+/// The conditional update that applies `transition` to saga `id`, and the events it stores in
+/// the outbox.
+fn transition_statement(
+    id: &str,
+    transition: Transition,
+) -> Result<(Document, Document, Vec<Event>), StoreError> {
+    let mut filter = doc! { "_id": id, "state": { "$in": states(transition.from) } };
+    filter.extend(transition.filter);
+    let mut set = transition.set;
+    set.insert("state", transition.to.as_str());
+    set.insert("updated_at", DateTime::now());
+    let mut push = doc! { "steps": bson::to_bson(&transition.step)? };
+    if !transition.compensations.is_empty() {
+        push.insert(
+            "compensations",
+            doc! { "$each": bson::to_bson(&transition.compensations)? },
+        );
+    }
+    let entries = outbox_entries(&transition.outbox)?;
+    let pending = !entries.is_empty();
+    set.insert("outbox", bson::to_bson(&entries)?);
+    let mut update = doc! { "$push": push };
+    if pending {
+        set.insert("outbox_at", DateTime::now());
+    } else {
+        update.insert("$unset", doc! { "outbox_at": "" });
+    }
+    update.insert("$set", set);
+    Ok((filter, update, transition.outbox))
+}
+
 fn states(list: &[SagaState]) -> Vec<&'static str> {
     list.iter().map(|s| s.as_str()).collect()
 }
@@ -235,7 +266,13 @@ pub struct SagaStore {
     pulls: UpdateBatcher,
     /// One new saga per request, from every partition at once: batched.
     inserts: InsertBatcher,
+    /// Transitions nobody waits on (ending a saga): they linger for company.
+    endings: UpdateBatcher,
 }
+
+/// How long an ending transition waits for others to share its command. It holds the slot that
+/// much longer, but takes a command per execution off the database at load.
+const ENDING_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl SagaStore {
     /// Starts the store's update batcher (a task): call from within the runtime.
@@ -245,6 +282,12 @@ impl SagaStore {
             raw: db.collection(SAGAS_COLLECTION),
             pulls: UpdateBatcher::spawn(db.clone(), SAGAS_COLLECTION, MAX_PULL_BATCH),
             inserts: InsertBatcher::spawn(db.collection(SAGAS_COLLECTION), MAX_INSERT_BATCH),
+            endings: UpdateBatcher::spawn_lingering(
+                db.clone(),
+                SAGAS_COLLECTION,
+                MAX_PULL_BATCH,
+                ENDING_LINGER,
+            ),
         }
     }
 
@@ -311,30 +354,22 @@ impl SagaStore {
         id: &str,
         transition: Transition,
     ) -> Result<Option<Vec<Event>>, StoreError> {
-        let mut filter = doc! { "_id": id, "state": { "$in": states(transition.from) } };
-        filter.extend(transition.filter);
-        let mut set = transition.set;
-        set.insert("state", transition.to.as_str());
-        set.insert("updated_at", DateTime::now());
-        let mut push = doc! { "steps": bson::to_bson(&transition.step)? };
-        if !transition.compensations.is_empty() {
-            push.insert(
-                "compensations",
-                doc! { "$each": bson::to_bson(&transition.compensations)? },
-            );
-        }
-        let entries = outbox_entries(&transition.outbox)?;
-        let pending = !entries.is_empty();
-        set.insert("outbox", bson::to_bson(&entries)?);
-        let mut update = doc! { "$push": push };
-        if pending {
-            set.insert("outbox_at", DateTime::now());
-        } else {
-            update.insert("$unset", doc! { "outbox_at": "" });
-        }
-        update.insert("$set", set);
+        let (filter, update, outbox) = transition_statement(id, transition)?;
         let result = self.raw.update_one(filter, update).await?;
-        Ok((result.matched_count == 1).then_some(transition.outbox))
+        Ok((result.matched_count == 1).then_some(outbox))
+    }
+
+    /// Like [`SagaStore::apply`], batched with other such transitions after a short linger.
+    /// `None` may also mean "unknown" (a batch whose statements did not all match): the caller
+    /// reads the saga to learn whether this transition is the one that moved it.
+    pub async fn apply_lingering(
+        &self,
+        id: &str,
+        transition: Transition,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
+        let (filter, update, outbox) = transition_statement(id, transition)?;
+        let Matched(matched) = self.endings.update_one(filter, update).await?;
+        Ok(matched.then_some(outbox))
     }
 
     /// Removes published entries from a saga's outbox. Its pending mark stays until the

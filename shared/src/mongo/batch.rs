@@ -9,7 +9,9 @@
 //!
 //! A writer off the latency path (an outbox mark, a status on its way to being superseded) can
 //! ask the batcher to *linger*: hold a batch that long for more writes to join it. At a steady
-//! rate that turns one command per write into one per linger period.
+//! rate that turns one command per write into one per linger period. A write on the latency path
+//! submitted to a lingering batcher ([`UpdateBatcher::update_now`]) ends the wait: the batch
+//! goes at once, with the lingering writes ahead of it, so their order is kept.
 //!
 //! Durability is unchanged: a caller's future resolves only after the server acknowledged the
 //! command that carried its write.
@@ -57,10 +59,21 @@ pub struct Matched(pub bool);
 
 type Reply<T> = oneshot::Sender<Result<T, BatchError>>;
 
+/// A queued write: the item, whether it may wait for company, and where its outcome goes.
+type Queued<I, T> = (I, Pace, Reply<T>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// May wait out the batcher's linger.
+    Lingering,
+    /// Sent with the next command: ends a lingering batch's wait.
+    Now,
+}
+
 /// Batches `insert_one`s into `insert_many` (unordered: one bad document fails only itself).
 #[derive(Debug, Clone)]
 pub struct InsertBatcher {
-    queue: mpsc::Sender<(Document, Reply<Inserted>)>,
+    queue: mpsc::Sender<Queued<Document, Inserted>>,
 }
 
 impl InsertBatcher {
@@ -80,7 +93,7 @@ impl InsertBatcher {
     }
 
     pub async fn insert(&self, document: Document) -> Result<Inserted, BatchError> {
-        submit(&self.queue, document).await
+        submit(&self.queue, document, Pace::Now).await
     }
 }
 
@@ -89,7 +102,7 @@ impl InsertBatcher {
 /// document keep their order; a failed statement fails itself and those after it in its batch.
 #[derive(Debug, Clone)]
 pub struct UpdateBatcher {
-    queue: mpsc::Sender<(UpdateStatement, Reply<Matched>)>,
+    queue: mpsc::Sender<Queued<UpdateStatement, Matched>>,
 }
 
 impl UpdateBatcher {
@@ -114,38 +127,56 @@ impl UpdateBatcher {
         Self { queue }
     }
 
-    /// Applies `update` to the document matching `filter`; `Matched(false)` if none did.
+    /// Applies `update` to the document matching `filter`; `Matched(false)` if none did. On a
+    /// lingering batcher it may wait out the linger.
     pub async fn update_one(
         &self,
         filter: Document,
         update: Document,
     ) -> Result<Matched, BatchError> {
-        let statement = UpdateStatement {
-            filter,
-            update,
-            upsert: false,
-        };
-        submit(&self.queue, statement).await
+        submit(&self.queue, single(filter, update), Pace::Lingering).await
+    }
+
+    /// Like [`UpdateBatcher::update_one`], without lingering: the batch it joins goes at once,
+    /// after the writes submitted before it.
+    pub async fn update_now(
+        &self,
+        filter: Document,
+        update: Document,
+    ) -> Result<Matched, BatchError> {
+        submit(&self.queue, single(filter, update), Pace::Now).await
     }
 
     pub async fn submit(&self, statement: UpdateStatement) -> Result<Matched, BatchError> {
-        submit(&self.queue, statement).await
+        submit(&self.queue, statement, Pace::Lingering).await
     }
 }
 
-async fn submit<I, T>(queue: &mpsc::Sender<(I, Reply<T>)>, item: I) -> Result<T, BatchError> {
+fn single(filter: Document, update: Document) -> UpdateStatement {
+    UpdateStatement {
+        filter,
+        update,
+        upsert: false,
+    }
+}
+
+async fn submit<I, T>(
+    queue: &mpsc::Sender<Queued<I, T>>,
+    item: I,
+    pace: Pace,
+) -> Result<T, BatchError> {
     let (reply, answer) = oneshot::channel();
     queue
-        .send((item, reply))
+        .send((item, pace, reply))
         .await
         .map_err(|_| BatchError::Stopped)?;
     answer.await.map_err(|_| BatchError::Stopped)?
 }
 
-/// Takes what is waiting (up to `max_batch`, after lingering for more), sends it as one
-/// command, answers, repeats.
+/// Takes what is waiting (up to `max_batch`, after lingering for more unless a write is due
+/// now), sends it as one command, answers, repeats.
 async fn run<I, T, F, Fut>(
-    mut receiver: mpsc::Receiver<(I, Reply<T>)>,
+    mut receiver: mpsc::Receiver<Queued<I, T>>,
     max_batch: usize,
     linger: Duration,
     send: F,
@@ -155,22 +186,43 @@ async fn run<I, T, F, Fut>(
 {
     let mut waiting = Vec::with_capacity(max_batch);
     while receiver.recv_many(&mut waiting, max_batch).await > 0 {
-        if !linger.is_zero() && waiting.len() < max_batch {
-            tokio::time::sleep(linger).await;
-            while waiting.len() < max_batch {
-                match receiver.try_recv() {
-                    Ok(item) => waiting.push(item),
-                    Err(_) => break,
-                }
-            }
+        if !linger.is_zero() {
+            linger_for_more(&mut receiver, &mut waiting, max_batch, linger).await;
         }
-        let (items, replies): (Vec<I>, Vec<Reply<T>>) = waiting.drain(..).unzip();
+        let mut items = Vec::with_capacity(waiting.len());
+        let mut replies = Vec::with_capacity(waiting.len());
+        for (item, _, reply) in waiting.drain(..) {
+            items.push(item);
+            replies.push(reply);
+        }
         let outcomes = send(items).await;
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // An error here means the caller gave up (its task was cancelled): nobody to tell.
             if reply.send(outcome).is_err() {
                 tracing::trace!("a batched write's caller went away before its answer");
             }
+        }
+    }
+}
+
+/// Adds writes to `waiting` until the linger is over, the batch is full, or a write is due now.
+async fn linger_for_more<I, T>(
+    receiver: &mut mpsc::Receiver<Queued<I, T>>,
+    waiting: &mut Vec<Queued<I, T>>,
+    max_batch: usize,
+    linger: Duration,
+) {
+    let due_now =
+        |waiting: &Vec<Queued<I, T>>| waiting.iter().any(|(_, pace, _)| *pace == Pace::Now);
+    let deadline = tokio::time::sleep(linger);
+    tokio::pin!(deadline);
+    while waiting.len() < max_batch && !due_now(waiting) {
+        tokio::select! {
+            () = &mut deadline => return,
+            received = receiver.recv() => match received {
+                Some(item) => waiting.push(item),
+                None => return,
+            },
         }
     }
 }

@@ -4,6 +4,10 @@
 //! counts lost executions (no stored result before the deadline) and duplicated ones (more than
 //! one stored result for one execution).
 //!
+//! With `--users K` the submissions are spread over K bench accounts (`kiln-bench-1` ... `-K`,
+//! registered on first use), as many users' load would be: each user has its own concurrency
+//! slots (`limits.per_user_concurrency`), so one user alone measures that cap, not the pipeline.
+//!
 //! Example: `target/release/kiln-bench -n 3000 -c 32 --lang bash --script 'echo hello'`
 
 mod report;
@@ -58,6 +62,28 @@ struct Args {
     /// Keep the user's rate limits (measure with them).
     #[arg(long)]
     keep_rate_limits: bool,
+    /// Submit as this many users, round robin: `--username` alone when 1, else the accounts
+    /// `kiln-bench-1` ... `kiln-bench-K`, registered with `--bench-password` if missing.
+    #[arg(long, default_value_t = 1)]
+    users: usize,
+    #[arg(
+        long,
+        env = "KILN_BENCH_PASSWORD",
+        default_value = "kiln-bench-password"
+    )]
+    bench_password: String,
+}
+
+impl Args {
+    /// The accounts to submit as: (username, password).
+    fn accounts(&self) -> Vec<(String, String)> {
+        if self.users <= 1 {
+            return vec![(self.username.clone(), self.password.clone())];
+        }
+        (1..=self.users)
+            .map(|i| (format!("kiln-bench-{i}"), self.bench_password.clone()))
+            .collect()
+    }
 }
 
 /// When each execution's `result_stored` arrived, and how many arrived.
@@ -88,9 +114,30 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let token = api_token(&client, &args).await?;
-    if !args.keep_rate_limits {
-        exempt_from_rate_limits(&client, &args, &token).await?;
+    let accounts = args.accounts();
+    let mut tokens = Vec::with_capacity(accounts.len());
+    let admin = if args.keep_rate_limits {
+        None
+    } else {
+        Some(
+            sign_in(
+                &client,
+                &args.url,
+                &args.admin_username,
+                &args.admin_password,
+            )
+            .await?,
+        )
+    };
+    for (username, password) in &accounts {
+        if args.users > 1 {
+            ensure_registered(&client, &args.url, username, password).await?;
+        }
+        let token = api_token(&client, &args.url, username, password).await?;
+        if let Some(admin) = &admin {
+            exempt_from_rate_limits(&client, &args.url, admin, username, &token).await?;
+        }
+        tokens.push(token);
     }
 
     let stored = Stored::default();
@@ -119,7 +166,8 @@ async fn main() -> anyhow::Result<()> {
     let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
     let submissions = futures::stream::iter(0..args.count)
         .map(|i| {
-            let (client, token, body, url) = (&client, &token, &body, &args.url);
+            let (client, body, url) = (&client, &body, &args.url);
+            let token = &tokens[i % tokens.len()];
             async move {
                 if let Some(interval) = interval {
                     tokio::time::sleep_until((started + interval * i as u32).into()).await;
@@ -189,6 +237,7 @@ async fn main() -> anyhow::Result<()> {
         started,
     );
     println!("{report}");
+    println!("submitted as {} user(s)", accounts.len());
     if report.lost > 0 || report.duplicated > 0 || report.rejected > 0 {
         bail!(
             "{} lost, {} duplicated, {} rejected",
@@ -230,11 +279,39 @@ async fn sign_in(
     Ok((cookies.join("; "), csrf))
 }
 
+/// Registers `username` unless it exists already.
+async fn ensure_registered(
+    client: &reqwest::Client,
+    url: &str,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    let response = client
+        .post(format!("{url}/api/v1/auth/register"))
+        .json(&serde_json::json!({
+            "username": username,
+            "email": format!("{username}@bench.kiln.invalid"),
+            "password": password,
+        }))
+        .send()
+        .await
+        .context("registering a bench user")?;
+    match response.status().as_u16() {
+        201 | 409 => Ok(()),
+        status => bail!("registering {username} failed: {status}"),
+    }
+}
+
 /// Logs in and creates a personal API token (bearer auth needs no CSRF token).
-async fn api_token(client: &reqwest::Client, args: &Args) -> anyhow::Result<String> {
-    let (cookie, csrf) = sign_in(client, &args.url, &args.username, &args.password).await?;
+async fn api_token(
+    client: &reqwest::Client,
+    url: &str,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let (cookie, csrf) = sign_in(client, url, username, password).await?;
     let created: serde_json::Value = client
-        .post(format!("{}/api/v1/auth/tokens", args.url))
+        .post(format!("{url}/api/v1/auth/tokens"))
         .header("cookie", cookie)
         .header("x-csrf-token", csrf)
         .json(&serde_json::json!({ "name": "kiln-bench" }))
@@ -250,14 +327,17 @@ async fn api_token(client: &reqwest::Client, args: &Args) -> anyhow::Result<Stri
         .context("no token in the answer")
 }
 
-/// Asks an admin to lift the rate limits of the user behind `token`.
+/// Has the admin session `admin` (cookie, CSRF token) lift the rate limits of the user behind
+/// `token`.
 async fn exempt_from_rate_limits(
     client: &reqwest::Client,
-    args: &Args,
+    url: &str,
+    admin: &(String, String),
+    username: &str,
     token: &str,
 ) -> anyhow::Result<()> {
     let me: serde_json::Value = client
-        .get(format!("{}/api/v1/auth/me", args.url))
+        .get(format!("{url}/api/v1/auth/me"))
         .bearer_auth(token)
         .send()
         .await?
@@ -266,15 +346,9 @@ async fn exempt_from_rate_limits(
         .json()
         .await?;
     let user_id = me["id"].as_str().context("no id in /auth/me")?;
-    let (cookie, csrf) = sign_in(
-        client,
-        &args.url,
-        &args.admin_username,
-        &args.admin_password,
-    )
-    .await?;
+    let (cookie, csrf) = admin;
     client
-        .put(format!("{}/api/v1/admin/rate-limits/{user_id}", args.url))
+        .put(format!("{url}/api/v1/admin/rate-limits/{user_id}"))
         .header("cookie", cookie)
         .header("x-csrf-token", csrf)
         .json(&serde_json::json!({ "exempt": true, "note": "kiln-bench" }))
@@ -282,6 +356,6 @@ async fn exempt_from_rate_limits(
         .await?
         .error_for_status()
         .context("exempting the bench user from rate limits")?;
-    eprintln!("rate limits lifted for {} (admin override)", args.username);
+    eprintln!("rate limits lifted for {username} (admin override)");
     Ok(())
 }

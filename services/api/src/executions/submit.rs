@@ -8,10 +8,11 @@ use shared::events::{
     Event, EventMetadata, EventPayload, ExecutionLimits, ExecutionRequested, ExecutionStatus,
 };
 use shared::executions::ExecutionDoc;
+use shared::mongo::batch::Inserted;
 
 use super::{idempotency, store};
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ApiJson, is_duplicate_key};
+use crate::error::{ApiError, ApiJson};
 use crate::state::AppState;
 
 pub const MAX_STDIN_BYTES: usize = 1024 * 1024;
@@ -208,18 +209,24 @@ pub async fn submit(
     let (outbox, outbox_at) = super::relay::mark(&event).map_err(ApiError::internal)?;
     doc.outbox = Some(outbox);
     doc.outbox_at = Some(outbox_at);
-    match store::collection(&state.db).insert_one(&doc).await {
-        Ok(_) => {}
+    // Batched: the submissions of a busy api share one insert command.
+    let inserted = state
+        .execution_inserts
+        .insert(bson::to_document(&doc)?)
+        .await
+        .map_err(ApiError::internal)?;
+    if inserted == Inserted::Duplicate {
         // A concurrent request with the same key won the insert; answer with its execution
-        // (it publishes, this one does not).
-        Err(error) if key.is_some() && is_duplicate_key(&error) => {
-            let key = key.as_deref().unwrap_or_default();
-            let found = store::find_by_key(&state.db, &user.id, key)
-                .await?
-                .ok_or_else(|| ApiError::internal(error))?;
-            return Ok(existing(&found));
-        }
-        Err(error) => return Err(error.into()),
+        // (it publishes, this one does not). Without a key only the id can collide.
+        let Some(key) = key.as_deref() else {
+            return Err(ApiError::internal(format!(
+                "execution id {id} exists already"
+            )));
+        };
+        let found = store::find_by_key(&state.db, &user.id, key)
+            .await?
+            .ok_or_else(|| ApiError::internal("the execution holding the key vanished"))?;
+        return Ok(existing(&found));
     }
 
     match state.producer.publish(&event).await {
