@@ -172,7 +172,6 @@ impl ResultHandler {
         // Also for a duplicate: a crash between the MongoDB write and this append would otherwise
         // leave the stream without its result forever. The append is de-duplicated.
         self.result_entries(&doc).await?;
-        processor.notifier.execution_finished(&doc).await?;
         if ours && !processor.stream.result_published(id).await? {
             // Counted here, once per stored result (a redelivered event finds it published).
             ::metrics::counter!(metrics::RESULTS_STORED, "status" => status_name(status), "lang" => doc.lang.clone())
@@ -206,6 +205,9 @@ impl ResultHandler {
             processor.producer.publish(&stored).await?;
             processor.stream.mark_result_published(id).await?;
         }
+        // Last, off the result's path: the user's notification is insert-once, so a redelivery
+        // after a crash before it (the result published or not) still stores it exactly once.
+        processor.notifier.execution_finished(&doc).await?;
         Ok(())
     }
 

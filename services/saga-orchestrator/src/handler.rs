@@ -305,12 +305,10 @@ impl SagaHandler {
             // Nearly every terminal event ends a saga in flight: update first, read only when
             // the update finds nothing to end (or its batch cannot tell, see `apply_lingering`:
             // the read below then finds the saga ended by this very event).
-            let mut transition = Transition::new(
-                &[SagaState::Queued, SagaState::Scheduled, SagaState::Running],
-                SagaState::Finished,
-                Step::done(status),
-            );
-            transition.set = doc! { "finished_at": DateTime::now(), "outcome": status };
+            // From the slot-holding states only, so a match frees a slot for sure; a saga
+            // still queued (it holds none) is ended below.
+            let transition = ending(&[SagaState::Scheduled, SagaState::Running], status);
+            let written_at = std::time::Instant::now();
             if self
                 .saga
                 .store
@@ -318,6 +316,11 @@ impl SagaHandler {
                 .await?
                 .is_some()
             {
+                // Only a certain match: the read below cannot tell this write from an earlier
+                // run's, which the scheduler's count may already have seen.
+                self.saga
+                    .freed
+                    .record(event.metadata.user_id.clone(), written_at);
                 ::metrics::counter!(metrics::TERMINAL_TOTAL, "status" => status).increment(1);
                 return Ok(Some(Announce::Direct(vec![completed])));
             }
@@ -346,12 +349,28 @@ impl SagaHandler {
                     return Ok(Some(Announce::Direct(vec![completed])));
                 }
                 SagaState::Finished | SagaState::Cancelled => return Ok(None),
+                // Ended before it was ever scheduled (rare: nothing runs for a queued saga).
+                SagaState::Queued => {
+                    let transition = ending(&[SagaState::Queued], status);
+                    if self.saga.store.apply(id, transition).await?.is_some() {
+                        ::metrics::counter!(metrics::TERMINAL_TOTAL, "status" => status)
+                            .increment(1);
+                        return Ok(Some(Announce::Direct(vec![completed])));
+                    }
+                }
                 // It changed between the update and the read: try again.
                 _ => {}
             }
         }
         Err(HandleError::Contended(id.to_owned()))
     }
+}
+
+/// The transition a terminal execution event makes from `from` to `finished`.
+fn ending(from: &'static [SagaState], status: &str) -> Transition {
+    let mut transition = Transition::new(from, SagaState::Finished, Step::done(status));
+    transition.set = doc! { "finished_at": DateTime::now(), "outcome": status };
+    transition
 }
 
 pub(crate) fn delete_pod(id: &str, flow: &Flow, cause: Option<Uuid>, reason: &str) -> Event {

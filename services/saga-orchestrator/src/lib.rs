@@ -84,6 +84,8 @@ pub struct Orchestrator {
     pub wake: Arc<Notify>,
     /// Queued sagas in scheduling order (see [`queue`]).
     pub queue: Arc<ReadyQueue>,
+    /// Slots this replica's handlers freed, for the scheduler's bound (see [`slots`]).
+    pub freed: Arc<slots::Freed>,
 }
 
 impl Orchestrator {
@@ -95,6 +97,7 @@ impl Orchestrator {
             settings,
             wake: Arc::new(Notify::new()),
             queue: Arc::new(ReadyQueue::default()),
+            freed: Arc::new(slots::Freed::default()),
         }
     }
 

@@ -111,6 +111,7 @@ impl Scheduler {
             if !leader {
                 // Only the leader schedules; the consumer's entries would only pile up.
                 self.saga.queue.clear();
+                self.saga.freed.take();
                 continue;
             }
             if let Err(error) = self.pass().await {
@@ -139,10 +140,20 @@ impl Scheduler {
         ::metrics::gauge!(metrics::QUEUE_DEPTH).set(self.saga.queue.len() as f64);
         // Taken out for the pass and put back after it: a failed pass leaves nothing, so the
         // next one counts afresh.
-        let known = self.slots_lock().take().filter(|slots| !slots.stale());
+        // Endings recorded before a count made now are in it; `release` tells them apart.
+        let freed = self.saga.freed.take();
+        let known = self
+            .slots_lock()
+            .take()
+            .filter(|slots| !slots.stale())
+            .map(|mut slots| {
+                slots.release(&freed);
+                slots
+            });
         if self.saga.queue.is_empty()
             && let Some(slots) = known
         {
+            ::metrics::gauge!(metrics::RUNNING).set(slots.total() as f64);
             *self.slots_lock() = Some(slots);
             return Ok(0);
         }

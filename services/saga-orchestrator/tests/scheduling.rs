@@ -219,3 +219,70 @@ async fn higher_priority_first_then_fifo() {
     running.stop().await;
     h.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ended_runs_give_their_user_slots_back_within_the_cap() {
+    let h = Harness::new(|c| {
+        c.limits.global_concurrency = 10;
+        c.limits.per_user_concurrency = 2;
+    })
+    .await;
+    let running = h.start().await;
+    for _ in 0..6 {
+        h.request("user-a", 0, 10).await;
+    }
+    h.eventually("2 commands", || async {
+        h.collected.ids(EventType::CreatePodCommand).len() == 2
+    })
+    .await;
+    // Ended with the user named, as pod-monitor's events are: the scheduler frees the user's
+    // slots from what its own handler ended, without waiting for a recount.
+    for id in h.collected.ids(EventType::CreatePodCommand) {
+        let mut ended = common::completed(&id);
+        ended.metadata.user_id = Some("user-a".into());
+        h.publish(&ended).await;
+    }
+    h.eventually("4 commands", || async {
+        h.collected.ids(EventType::CreatePodCommand).len() == 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(h.collected.ids(EventType::CreatePodCommand).len(), 4);
+    assert_eq!(h.active().await, 2);
+    running.stop().await;
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queued_saga_ended_early_frees_no_slot() {
+    let h = Harness::new(|c| {
+        c.limits.global_concurrency = 1;
+        c.limits.per_user_concurrency = 10;
+    })
+    .await;
+    let running = h.start().await;
+    h.request("user-a", 0, 10).await;
+    h.eventually("1 command", || async {
+        h.collected.ids(EventType::CreatePodCommand).len() == 1
+    })
+    .await;
+    h.request("user-b", 0, 10).await;
+    let early = h.request("user-c", 0, 10).await.aggregate_id;
+    h.eventually("3 queued", || async {
+        h.collected.ids(EventType::ExecutionQueued).len() == 3
+    })
+    .await;
+    let mut ended = common::completed(&early);
+    ended.metadata.user_id = Some("user-c".into());
+    h.publish(&ended).await;
+    h.eventually("the queued saga finished", || async {
+        h.state(&early).await.as_deref() == Some("finished")
+    })
+    .await;
+    // It held no slot, so the first run still holds the only one: nothing else may start.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(h.collected.ids(EventType::CreatePodCommand).len(), 1);
+    assert_eq!(h.active().await, 1);
+    running.stop().await;
+    h.cleanup().await;
+}

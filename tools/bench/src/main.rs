@@ -130,10 +130,7 @@ async fn main() -> anyhow::Result<()> {
         )
     };
     for (username, password) in &accounts {
-        if args.users > 1 {
-            ensure_registered(&client, &args.url, username, password).await?;
-        }
-        let token = api_token(&client, &args.url, username, password).await?;
+        let token = api_token(&client, &args.url, username, password, args.users > 1).await?;
         if let Some(admin) = &admin {
             exempt_from_rate_limits(&client, &args.url, admin, username, &token).await?;
         }
@@ -279,8 +276,8 @@ async fn sign_in(
     Ok((cookies.join("; "), csrf))
 }
 
-/// Registers `username` unless it exists already.
-async fn ensure_registered(
+/// Registers `username` (a bench account its login did not know).
+async fn register(
     client: &reqwest::Client,
     url: &str,
     username: &str,
@@ -298,18 +295,31 @@ async fn ensure_registered(
         .context("registering a bench user")?;
     match response.status().as_u16() {
         201 | 409 => Ok(()),
+        429 => {
+            bail!("registering {username} was refused: too many registrations from here, try later")
+        }
         status => bail!("registering {username} failed: {status}"),
     }
 }
 
-/// Logs in and creates a personal API token (bearer auth needs no CSRF token).
+/// Logs in (registering a missing bench account first when `register_missing`; registrations
+/// are rate limited, so only a login that fails registers) and creates a personal API token
+/// (bearer auth needs no CSRF token).
 async fn api_token(
     client: &reqwest::Client,
     url: &str,
     username: &str,
     password: &str,
+    register_missing: bool,
 ) -> anyhow::Result<String> {
-    let (cookie, csrf) = sign_in(client, url, username, password).await?;
+    let (cookie, csrf) = match sign_in(client, url, username, password).await {
+        Ok(session) => session,
+        Err(_) if register_missing => {
+            register(client, url, username, password).await?;
+            sign_in(client, url, username, password).await?
+        }
+        Err(error) => return Err(error),
+    };
     let created: serde_json::Value = client
         .post(format!("{url}/api/v1/auth/tokens"))
         .header("cookie", cookie)
