@@ -11,6 +11,7 @@
 //! Example: `target/release/kiln-bench -n 3000 -c 32 --lang bash --script 'echo hello'`
 
 mod report;
+mod token_cache;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -72,6 +73,9 @@ struct Args {
         default_value = "kiln-bench-password"
     )]
     bench_password: String,
+    /// Where the bench keeps its users' API tokens between runs (owner-only file).
+    #[arg(long, default_value = ".kiln/bench-tokens.json")]
+    token_cache: std::path::PathBuf,
 }
 
 impl Args {
@@ -129,12 +133,26 @@ async fn main() -> anyhow::Result<()> {
             .await?,
         )
     };
+    let mut cache = token_cache::TokenCache::load(&args.token_cache);
     for (username, password) in &accounts {
-        let token = api_token(&client, &args.url, username, password, args.users > 1).await?;
+        let token = match cache.get(&args.url, username) {
+            Some(token) if token_cache::still_valid(&client, &args.url, token).await => {
+                token.to_owned()
+            }
+            _ => {
+                let token =
+                    api_token(&client, &args.url, username, password, args.users > 1).await?;
+                cache.put(&args.url, username, token.clone());
+                token
+            }
+        };
         if let Some(admin) = &admin {
             exempt_from_rate_limits(&client, &args.url, admin, username, &token).await?;
         }
         tokens.push(token);
+    }
+    if let Err(error) = cache.save() {
+        eprintln!("the API tokens were not kept for the next run: {error:#}");
     }
 
     let stored = Stored::default();
