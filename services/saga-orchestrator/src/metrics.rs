@@ -12,3 +12,8 @@ pub const QUEUE_WAIT: &str = "kiln_saga_queue_wait_seconds";
 pub const TERMINAL_TOTAL: &str = "kiln_saga_terminal_total";
 /// Gauge: 1 while this replica holds the scheduler lease.
 pub const LEADER: &str = "kiln_saga_scheduler_leader";
+/// Counter `{why}`: reads of every active saga to count the slots in use (`lease`: none known
+/// yet, `stale`: the bound is old, `full`: the bound says a cap is reached).
+pub const SLOT_COUNTS_TOTAL: &str = "kiln_saga_slot_counts_total";
+/// Counter: scheduler passes that looked at the queue.
+pub const PASSES_TOTAL: &str = "kiln_saga_scheduler_passes_total";

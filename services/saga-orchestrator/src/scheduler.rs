@@ -142,14 +142,12 @@ impl Scheduler {
         // next one counts afresh.
         // Endings recorded before a count made now are in it; `release` tells them apart.
         let freed = self.saga.freed.take();
-        let known = self
-            .slots_lock()
-            .take()
-            .filter(|slots| !slots.stale())
-            .map(|mut slots| {
-                slots.release(&freed);
-                slots
-            });
+        let held = self.slots_lock().take();
+        let why = if held.is_some() { "stale" } else { "lease" };
+        let known = held.filter(|slots| !slots.stale()).map(|mut slots| {
+            slots.release(&freed);
+            slots
+        });
         if self.saga.queue.is_empty()
             && let Some(slots) = known
         {
@@ -157,9 +155,10 @@ impl Scheduler {
             *self.slots_lock() = Some(slots);
             return Ok(0);
         }
+        ::metrics::counter!(metrics::PASSES_TOTAL).increment(1);
         let (mut slots, mut counted) = match known {
             Some(slots) => (slots, false),
-            None => (self.count_slots().await?, true),
+            None => (self.count_slots(why).await?, true),
         };
         let (global_cap, user_cap) = (settings.global_concurrency, settings.per_user_concurrency);
         let mut scheduled = 0;
@@ -167,7 +166,7 @@ impl Scheduler {
             let mut room = slots.room_for(&candidate.user_id, global_cap, user_cap);
             if room.is_err() && !counted {
                 // The bound says full; the real count may have room (executions ended).
-                slots = self.count_slots().await?;
+                slots = self.count_slots("full").await?;
                 counted = true;
                 room = slots.room_for(&candidate.user_id, global_cap, user_cap);
             }
@@ -208,7 +207,8 @@ impl Scheduler {
         Ok(scheduled)
     }
 
-    async fn count_slots(&self) -> Result<Slots, StoreError> {
+    async fn count_slots(&self, why: &'static str) -> Result<Slots, StoreError> {
+        ::metrics::counter!(metrics::SLOT_COUNTS_TOTAL, "why" => why).increment(1);
         Ok(Slots::counted(self.saga.store.active_by_user().await?))
     }
 
