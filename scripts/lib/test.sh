@@ -56,9 +56,18 @@ _test_summary() {
 _delete_test_topics() {
   local pattern='(t|sys)[0-9a-f]{32}_.*'
   if "$KILN_BIN_DIR/kafka-topics" --list 2>/dev/null | grep -Eq "^${pattern}$"; then
-    log "deleting topics of earlier test runs"
+    log "deleting topics of test runs"
     "$KILN_BIN_DIR/kafka-topics" --delete --topic "$pattern" >/dev/null 2>&1 || true
   fi
+}
+
+# Topics and databases the tests created (not every test can clean up after itself: a failed
+# one stops before it does). Before a run, so the broker starts light; after it, so a dev stack
+# on the same servers does not carry ~1 000 topics (the broker slows) and dozens of databases.
+_delete_test_leftovers() {
+  _delete_test_topics
+  timeout 60 "$MONGO_VENV/bin/python" "$KILN_TEMPLATES/mongo_drop_test_dbs.py" "$KILN_MONGO_URI" ||
+    warn "test databases were not dropped"
 }
 
 # The web app (frontend/): clean install from the lockfile, lint, type check, unit tests, build.
@@ -92,7 +101,7 @@ kiln_test() {
     return 1
   fi
   export_infra_env
-  _delete_test_topics
+  _delete_test_leftovers
   command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust via rustup)"
   cd "$KILN_ROOT" || return 1
   # A CI clone builds once: incremental state would only add gigabytes to its disk.
@@ -118,5 +127,6 @@ kiln_test() {
   elif ! _test_step e2e _test_e2e; then
     failed="e2e"
   fi
+  _delete_test_leftovers
   _test_summary "$t0" "$failed"
 }
