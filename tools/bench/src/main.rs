@@ -11,18 +11,17 @@
 //! Example: `target/release/kiln-bench -n 3000 -c 32 --lang bash --script 'echo hello'`
 
 mod report;
+mod results;
 mod token_cache;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
+use results::Stored;
 use shared::config::Config;
-use shared::events::{EventPayload, EventType, topic_for};
-use shared::kafka::{ConsumerSettings, Handler, HandlerError, InboundMessage, run_consumer};
+use shared::events::{EventType, topic_for};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -76,6 +75,10 @@ struct Args {
     /// Where the bench keeps its users' API tokens between runs (owner-only file).
     #[arg(long, default_value = ".kiln/bench-tokens.json")]
     token_cache: std::path::PathBuf,
+    /// Also print the ids of the N slowest executions (look them up in their event history:
+    /// `GET /api/v1/executions/{id}/events/history`).
+    #[arg(long, default_value_t = 0)]
+    show_slowest: usize,
 }
 
 impl Args {
@@ -87,27 +90,6 @@ impl Args {
         (1..=self.users)
             .map(|i| (format!("kiln-bench-{i}"), self.bench_password.clone()))
             .collect()
-    }
-}
-
-/// When each execution's `result_stored` arrived, and how many arrived.
-#[derive(Clone, Default)]
-struct Stored(Arc<Mutex<HashMap<String, (Instant, u32)>>>);
-
-impl Handler for Stored {
-    async fn handle(&self, message: &InboundMessage) -> Result<(), HandlerError> {
-        let event = message.decode_event()?;
-        if let EventPayload::ResultStored(_) = event.payload {
-            let mut stored = self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let entry = stored
-                .entry(event.aggregate_id)
-                .or_insert((Instant::now(), 0));
-            entry.1 += 1;
-        }
-        Ok(())
     }
 }
 
@@ -157,26 +139,17 @@ async fn main() -> anyhow::Result<()> {
 
     let stored = Stored::default();
     let shutdown = CancellationToken::new();
-    let consumer = tokio::spawn(run_consumer(
-        config.kafka.clone(),
-        ConsumerSettings {
-            group_id: format!("kiln-bench-{}", std::process::id()),
-            topics: vec![topic_for(
-                &config.kafka.topic_prefix,
-                EventType::ResultStored,
-            )],
-            client_id: "kiln-bench".into(),
-            drain_timeout: Duration::from_secs(2),
-            fetch_wait: None,
-        },
-        Arc::new(stored.clone()),
-        shared::kafka::EventProducer::new(&config.kafka, "kiln-bench")?,
+    let watcher = results::watch(
+        &config.kafka,
+        &topic_for(&config.kafka.topic_prefix, EventType::ResultStored),
+        stored.clone(),
         shutdown.clone(),
-    ));
-    // The group must own its partitions before the first result arrives (it reads from the end).
-    tokio::time::sleep(Duration::from_secs(4)).await;
-
+    )?;
     let body = serde_json::json!({ "lang": args.lang, "script": args.script });
+    // One execution before the clock starts, waited for until its result is seen: the pipeline
+    // and the result watcher work before anything is measured.
+    probe(&client, &args.url, &tokens[0], &body, &stored).await?;
+
     let started = Instant::now();
     let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
     let submissions = futures::stream::iter(0..args.count)
@@ -216,16 +189,10 @@ async fn main() -> anyhow::Result<()> {
         .filter_map(|(id, sent)| id.clone().map(|id| (id, *sent)))
         .collect();
     loop {
-        let done = {
-            let stored = stored
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            accepted
-                .iter()
-                .filter(|(id, _)| stored.contains_key(id))
-                .count()
-        };
+        let done = accepted
+            .iter()
+            .filter(|(id, _)| stored.contains(id))
+            .count();
         if done == accepted.len() || Instant::now() > deadline {
             break;
         }
@@ -234,13 +201,9 @@ async fn main() -> anyhow::Result<()> {
     // Late duplicates would arrive shortly after the first result.
     tokio::time::sleep(Duration::from_secs(2)).await;
     shutdown.cancel();
-    consumer.await??;
+    watcher.await?;
 
-    let stored = stored
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let stored = stored.snapshot();
     let report = report::Report::new(
         &args.lang,
         &args.script,
@@ -252,6 +215,19 @@ async fn main() -> anyhow::Result<()> {
         started,
     );
     println!("{report}");
+    if args.show_slowest > 0 {
+        let mut latencies: Vec<(Duration, &str)> = accepted
+            .iter()
+            .filter_map(|(id, sent)| {
+                let (at, _) = stored.get(id)?;
+                Some((at.saturating_duration_since(*sent), id.as_str()))
+            })
+            .collect();
+        latencies.sort_unstable_by(|a, b| b.cmp(a));
+        for (latency, id) in latencies.iter().take(args.show_slowest) {
+            println!("  slow: {id} {:.1} ms", latency.as_secs_f64() * 1000.0);
+        }
+    }
     println!("submitted as {} user(s)", accounts.len());
     if report.lost > 0 || report.duplicated > 0 || report.rejected > 0 {
         bail!(
@@ -386,4 +362,35 @@ async fn exempt_from_rate_limits(
         .context("exempting the bench user from rate limits")?;
     eprintln!("rate limits lifted for {username} (admin override)");
     Ok(())
+}
+
+/// Submits one execution and waits until the consumer has seen its stored result.
+async fn probe(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+    stored: &Stored,
+) -> anyhow::Result<()> {
+    let accepted: serde_json::Value = client
+        .post(format!("{url}/api/v1/execute"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?
+        .error_for_status()
+        .context("submitting the probe execution")?
+        .json()
+        .await?;
+    let id = accepted["execution_id"]
+        .as_str()
+        .context("no execution_id in the probe's answer")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if stored.contains(id) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("the probe execution {id} had no stored result within 60 s: is every service up?")
 }
