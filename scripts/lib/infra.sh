@@ -20,7 +20,7 @@ MONGO_DATA="$MONGO_HOME/data"
 MONGO_CONF="$MONGO_HOME/secantusd.toml"
 MONGO_LOG="$KILN_LOG_DIR/mongo.log"
 MONGO_PIDFILE="$KILN_RUN_DIR/mongo.pid"
-MONGO_PID_PATTERN="-m secantus"
+MONGO_PID_PATTERN="secantus" # `-m secantus` or scripts/infra/secantus_serve.py
 
 REDIS_HOME="$KILN_INFRA_DIR/redis"
 REDIS_CONF="$REDIS_HOME/redis.conf"
@@ -277,8 +277,9 @@ _infra_start() {
       mongo_configure
       # --standalone: no oplog. Kiln uses neither change streams nor transactions, and the
       # oplog entry written beside every document write cost ~20 % of the server's CPU.
+      # secantus_serve.py: `python -m secantus` with an hourly TTL sweep (see the script).
       pid="$(spawn_detached "$pidf" "$logf" "$MONGO_HOME" \
-        "$MONGO_VENV/bin/python" -m secantus \
+        "$MONGO_VENV/bin/python" "$KILN_TEMPLATES/secantus_serve.py" \
         --config "$MONGO_CONF" \
         --host "$KILN_HOST" --port "$KILN_MONGO_PORT" \
         --storage-path "$MONGO_DATA" \
