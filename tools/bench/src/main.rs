@@ -161,20 +161,7 @@ async fn main() -> anyhow::Result<()> {
                     tokio::time::sleep_until((started + interval * i as u32).into()).await;
                 }
                 let sent = Instant::now();
-                let response = client
-                    .post(format!("{url}/api/v1/execute"))
-                    .bearer_auth(token)
-                    .json(body)
-                    .send()
-                    .await;
-                let id = match response {
-                    Ok(r) if r.status().as_u16() == 202 => r
-                        .json::<serde_json::Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| v["execution_id"].as_str().map(str::to_owned)),
-                    _ => None,
-                };
+                let id = submit(client, url, token, body).await.ok();
                 (id, sent)
             }
         })
@@ -188,16 +175,9 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .filter_map(|(id, sent)| id.clone().map(|id| (id, *sent)))
         .collect();
-    loop {
-        let done = accepted
-            .iter()
-            .filter(|(id, _)| stored.contains(id))
-            .count();
-        if done == accepted.len() || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stored
+        .wait_for(accepted.iter().map(|(id, _)| id.as_str()), deadline)
+        .await;
     // Late duplicates would arrive shortly after the first result.
     tokio::time::sleep(Duration::from_secs(2)).await;
     shutdown.cancel();
@@ -364,7 +344,30 @@ async fn exempt_from_rate_limits(
     Ok(())
 }
 
-/// Submits one execution and waits until the consumer has seen its stored result.
+/// Submits one execution; its id once the API accepted it (202).
+async fn submit(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<String> {
+    let response = client
+        .post(format!("{url}/api/v1/execute"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?;
+    if response.status() != reqwest::StatusCode::ACCEPTED {
+        bail!("submission answered {}", response.status());
+    }
+    let accepted: serde_json::Value = response.json().await?;
+    accepted["execution_id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no execution_id in the answer")
+}
+
+/// Submits one execution and waits until the watcher has seen its stored result.
 async fn probe(
     client: &reqwest::Client,
     url: &str,
@@ -372,25 +375,12 @@ async fn probe(
     body: &serde_json::Value,
     stored: &Stored,
 ) -> anyhow::Result<()> {
-    let accepted: serde_json::Value = client
-        .post(format!("{url}/api/v1/execute"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await?
-        .error_for_status()
-        .context("submitting the probe execution")?
-        .json()
-        .await?;
-    let id = accepted["execution_id"]
-        .as_str()
-        .context("no execution_id in the probe's answer")?;
+    let id = submit(client, url, token, body)
+        .await
+        .context("submitting the probe execution")?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if stored.contains(id) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if !stored.wait_for([id.as_str()], deadline).await {
+        bail!("the probe execution {id} had no stored result within 60 s: is every service up?");
     }
-    bail!("the probe execution {id} had no stored result within 60 s: is every service up?")
+    Ok(())
 }

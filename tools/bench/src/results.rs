@@ -29,6 +29,23 @@ impl Stored {
         self.lock().contains_key(execution_id)
     }
 
+    /// Waits until every one of `ids` was seen, or `deadline`; whether all were.
+    pub(crate) async fn wait_for<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str> + Clone,
+        deadline: Instant,
+    ) -> bool {
+        loop {
+            if ids.clone().into_iter().all(|id| self.contains(id)) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> HashMap<String, (Instant, u32)> {
         self.lock().clone()
     }
