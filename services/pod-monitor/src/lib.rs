@@ -11,6 +11,7 @@ mod monitor;
 mod outcome;
 mod state;
 mod utf8;
+mod watcher;
 
 use std::path::PathBuf;
 

@@ -1,9 +1,12 @@
 //! The local runtime's watcher: turns executor directories into executor and execution events.
 //!
-//! Every `monitor.poll_interval_ms` it lists `runtime.work_dir`, and for each executor not yet
-//! finished reads what changed, publishes it, and only after the broker acknowledged records it in
-//! the executor's `monitor.json`. A restart therefore resumes exactly where the acknowledged
-//! events end (at-least-once: an event published but not yet recorded is published again, and
+//! The kernel tells it (inotify, `watcher`) when an executor appears in `runtime.work_dir` and
+//! when one's program started or ended; it then reads what changed in that executor, publishes
+//! it, and only after the broker acknowledged records it in the executor's `monitor.json`. A
+//! periodic pass over every live executor publishes their new output (at most every
+//! `monitor.output_flush_interval_ms`) and notices runners that died; where inotify is not
+//! available that pass, every `monitor.poll_interval_ms`, is all there is. A restart resumes
+//! exactly where the acknowledged events end (at-least-once: an event published but not yet recorded is published again, and
 //! consumers de-duplicate on `seq` and on the first terminal result).
 
 use std::collections::HashMap;
@@ -25,6 +28,7 @@ use crate::executor_dir::ExecutorDir;
 use crate::outcome::terminal_payload;
 use crate::state::MonitorState;
 use crate::utf8::complete_prefix_len;
+use crate::watcher::{Changes, Watcher};
 
 /// Executors handled at once; each has at most a few publishes in flight.
 const CONCURRENCY: usize = 32;
@@ -41,12 +45,15 @@ pub struct Monitor {
     /// The work dir's modification time at the last listing, and when that listing was.
     listed: Option<(SystemTime, Instant)>,
     expired_at: Option<Instant>,
+    /// Set by [`Monitor::run`]; `None` = polling only.
+    watcher: Option<Watcher>,
 }
 
 /// The work dir holds every executor kept for `retention_seconds`, thousands under load, and
-/// listing it on every poll cost more than watching the live ones. It is listed when its
-/// modification time moved (executors are renamed into it), while that time is recent (a second
-/// change within one timestamp tick would not move it), and at least this often regardless.
+/// listing it on every poll cost more than watching the live ones. With inotify it is listed
+/// only this often, as a fallback. Without, it is listed when its modification time moved
+/// (executors are renamed into it), while that time is recent (a second change within one
+/// timestamp tick would not move it), and at least this often regardless.
 const RELIST_EVERY: Duration = Duration::from_secs(5);
 const RECENT_CHANGE: Duration = Duration::from_millis(250);
 /// Finished executors are checked for expiry at most this often.
@@ -82,18 +89,47 @@ impl Monitor {
             finished: HashMap::new(),
             listed: None,
             expired_at: None,
+            watcher: None,
         }
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.root)?;
-        tracing::info!(root = %self.root.display(), "watching local executors");
-        let mut tick = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
+        let mut every = Duration::from_millis(self.config.poll_interval_ms);
+        match Watcher::start(&self.root) {
+            Ok(watcher) => {
+                self.watcher = Some(watcher);
+                // Only output and dead runners wait for the pass now; half the flush interval
+                // keeps output within about one interval of being written.
+                every = every.max(Duration::from_millis(
+                    self.config.output_flush_interval_ms / 2,
+                ));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "inotify unavailable; polling the work dir instead")
+            }
+        }
+        tracing::info!(root = %self.root.display(), every_ms = every.as_millis() as u64, "watching local executors");
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let changed = async {
+                match self.watcher.as_mut() {
+                    Some(watcher) => watcher.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
+                changes = changed => match changes {
+                    Ok(changes) => self.on_changes(changes).await,
+                    Err(error) => {
+                        tracing::warn!(%error, "inotify failed; polling the work dir instead");
+                        self.watcher = None;
+                        tick = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
+                    }
+                },
                 _ = tick.tick() => self.pass().await,
             }
         }
@@ -102,26 +138,7 @@ impl Monitor {
     /// One pass over every executor; public so tests can drive the monitor step by step.
     pub async fn pass(&mut self) {
         self.discover();
-        let producer = self.producer.clone();
-        let config = self.config.clone();
-        let service = self.service;
-        let tracked: Vec<Tracked> = self.active.drain().map(|(_, t)| t).collect();
-        let updated: Vec<Tracked> = futures::stream::iter(tracked)
-            .map(|t| advance(t, &producer, &config, service))
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        for t in updated {
-            match t.state.finished_at {
-                Some(at) => {
-                    self.finished
-                        .insert(t.dir.execution_id.clone(), (t.dir.path, at));
-                }
-                None => {
-                    self.active.insert(t.dir.execution_id.clone(), t);
-                }
-            }
-        }
+        self.advance_where(|_| true).await;
         if self
             .expired_at
             .is_none_or(|at| at.elapsed() >= EXPIRE_EVERY)
@@ -131,7 +148,64 @@ impl Monitor {
         }
     }
 
+    /// Acts on what the kernel reported: tracks new executors and advances those that changed.
+    async fn on_changes(&mut self, mut changes: Changes) {
+        if changes.overflowed {
+            tracing::info!("inotify queue overflowed; listing the work dir");
+            self.listed = None;
+            return self.pass().await;
+        }
+        for name in changes.appeared {
+            let Some(dir) = ExecutorDir::new(self.root.join(&name)) else {
+                continue;
+            };
+            // Reported names may be gone already (expired, or a rename away).
+            if dir.path.is_dir() && self.track(dir) {
+                changes.changed.insert(name);
+            }
+        }
+        self.advance_where(|id| changes.changed.contains(id)).await;
+    }
+
+    /// Advances the live executors whose id `select` accepts, side by side.
+    async fn advance_where(&mut self, select: impl Fn(&str) -> bool) {
+        let ids: Vec<String> = self
+            .active
+            .keys()
+            .filter(|id| select(id))
+            .cloned()
+            .collect();
+        let tracked: Vec<Tracked> = ids.iter().filter_map(|id| self.active.remove(id)).collect();
+        let producer = self.producer.clone();
+        let config = self.config.clone();
+        let service = self.service;
+        let updated: Vec<Tracked> = futures::stream::iter(tracked)
+            .map(|t| advance(t, &producer, &config, service))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for t in updated {
+            match t.state.finished_at {
+                Some(at) => {
+                    if let Some(watcher) = self.watcher.as_mut() {
+                        watcher.unwatch(&t.dir.execution_id);
+                    }
+                    self.finished
+                        .insert(t.dir.execution_id.clone(), (t.dir.path, at));
+                }
+                None => {
+                    self.active.insert(t.dir.execution_id.clone(), t);
+                }
+            }
+        }
+    }
+
     fn listing_due(&self, modified: Option<SystemTime>) -> bool {
+        if self.watcher.is_some() {
+            return self
+                .listed
+                .is_none_or(|(_, at)| at.elapsed() >= RELIST_EVERY);
+        }
         let (Some((seen, at)), Some(modified)) = (self.listed, modified) else {
             return true;
         };
@@ -159,37 +233,53 @@ impl Monitor {
             }
         };
         for entry in entries.flatten() {
-            let Some(dir) = ExecutorDir::new(entry.path()) else {
-                continue;
-            };
-            if self.active.contains_key(&dir.execution_id)
-                || self.finished.contains_key(&dir.execution_id)
-                || !entry.file_type().is_ok_and(|t| t.is_dir())
-            {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
-            match MonitorState::load(&dir.path) {
-                Ok(state) => match state.finished_at {
-                    Some(at) => {
-                        self.finished
-                            .insert(dir.execution_id.clone(), (dir.path, at));
-                    }
-                    None => {
-                        self.active.insert(
-                            dir.execution_id.clone(),
-                            Tracked {
-                                dir,
-                                state,
-                                meta: None,
-                                last_flush: Instant::now(),
-                                gone_since: None,
-                            },
-                        );
-                    }
-                },
-                Err(error) => {
-                    tracing::warn!(execution_id = %dir.execution_id, %error, "unreadable monitor state")
+            if let Some(dir) = ExecutorDir::new(entry.path()) {
+                self.track(dir);
+            }
+        }
+    }
+
+    /// Starts following an executor not seen before (a finished one is only kept for expiry).
+    /// Returns whether it is new and live.
+    fn track(&mut self, dir: ExecutorDir) -> bool {
+        if self.active.contains_key(&dir.execution_id)
+            || self.finished.contains_key(&dir.execution_id)
+        {
+            return false;
+        }
+        match MonitorState::load(&dir.path) {
+            Ok(state) => match state.finished_at {
+                Some(at) => {
+                    self.finished
+                        .insert(dir.execution_id.clone(), (dir.path, at));
+                    false
                 }
+                None => {
+                    if let Some(watcher) = self.watcher.as_mut() {
+                        watcher.watch(&dir.execution_id, &dir.path);
+                    }
+                    self.active.insert(
+                        dir.execution_id.clone(),
+                        Tracked {
+                            dir,
+                            state,
+                            meta: None,
+                            last_flush: Instant::now(),
+                            gone_since: None,
+                        },
+                    );
+                    true
+                }
+            },
+            Err(error) => {
+                // Not there (a name reported for something already deleted) is not worth a word.
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(execution_id = %dir.execution_id, %error, "unreadable monitor state");
+                }
+                false
             }
         }
     }

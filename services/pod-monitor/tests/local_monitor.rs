@@ -70,8 +70,14 @@ impl Harness {
 
     /// An executor directory as k8s-worker leaves it.
     fn executor(&self) -> (String, PathBuf, ExecutorMeta) {
+        self.executor_prepared_in(&self.root)
+    }
+
+    /// An executor prepared in `parent` and, if that is not the work dir, renamed into it (as
+    /// k8s-worker does).
+    fn executor_prepared_in(&self, parent: &Path) -> (String, PathBuf, ExecutorMeta) {
         let id = Uuid::now_v7().to_string();
-        let dir = self.root.join(&id);
+        let dir = parent.join(&id);
         std::fs::create_dir_all(dir.join(WORK_DIR)).unwrap();
         let meta = ExecutorMeta {
             execution_id: id.clone(),
@@ -87,6 +93,12 @@ impl Harness {
         )
         .unwrap();
         std::fs::write(dir.join(SPEC_FILE), b"{}").unwrap();
+        let dir = if parent == self.root {
+            dir
+        } else {
+            std::fs::rename(&dir, self.root.join(&id)).unwrap();
+            self.root.join(&id)
+        };
         // A stand-in for the runner: alive, with the state directory on its command line.
         let runner = std::process::Command::new("/bin/sh")
             .args(["-c", "sleep 600"])
@@ -210,6 +222,36 @@ async fn a_run_becomes_running_live_output_and_one_terminal_event() {
         assert_eq!(e.causation_id, Some(meta.causation_id));
         assert_eq!(e.metadata.user_id.as_deref(), Some("user-7"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_monitor_acts_on_what_the_kernel_reports_without_waiting_for_a_pass() {
+    let mut h = harness().await;
+    // Passes an hour apart: after the first, only inotify can make anything happen.
+    h.monitor_config.poll_interval_ms = 3_600_000;
+    h.monitor_config.output_flush_interval_ms = 3_600_000;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(h.monitor().run(shutdown.clone()));
+    // Let the first pass (an empty work dir) happen before the executor exists.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let staging = h.root.with_extension("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let (id, dir, _) = h.executor_prepared_in(&staging);
+    std::fs::write(dir.join(STARTED_FILE), b"{}").unwrap();
+    assert!(wait_until(WAIT, || h.events.count(&id, EventType::PodRunning) == 1).await);
+    append(&dir, STDOUT_FILE, b"out\n");
+    finish(&dir, &exited(0));
+    assert!(wait_until(WAIT, || h.events.count(&id, EventType::PodTerminated) == 1).await);
+    let events = h.events.of(&id);
+    assert_eq!(
+        outputs(&events, OutputStream::Stdout),
+        vec![(0, "out\n".to_owned())]
+    );
+    assert_eq!(h.events.count(&id, EventType::ExecutionCompleted), 1);
+
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

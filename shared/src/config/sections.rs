@@ -338,6 +338,8 @@ impl Default for SagaConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MonitorConfig {
+    /// How often every live executor is read when inotify is unavailable (with inotify, changes
+    /// are acted on as they happen and live executors are read every half flush interval).
     pub poll_interval_ms: u64,
     /// Live output is coalesced into at most one chunk per stream per interval.
     pub output_flush_interval_ms: u64,
