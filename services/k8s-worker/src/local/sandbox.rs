@@ -16,25 +16,16 @@ use crate::runtime::RuntimeError;
 /// The host (and sandbox) user the program runs as: `nobody`.
 pub(crate) const SANDBOX_UID: u32 = 65534;
 pub(crate) const SANDBOX_GID: u32 = 65534;
-/// Where the program's work directory appears. `/work` when the host has it (bwrap cannot create
-/// a mount point on the read-only root); otherwise inside the sandbox's own `/tmp`.
-const WORK_MOUNTS: [&str; 2] = ["/work", "/tmp/work"];
-/// Host directories that are world-readable by convention yet hold other users' or services'
-/// data; each one that exists is hidden behind an empty read-only tmpfs.
-const HIDDEN: [&str; 12] = [
-    "/root",
-    "/home",
-    "/run",
-    "/var/run",
-    "/var/tmp",
-    "/var/log",
-    "/var/backups",
-    "/var/mail",
-    "/var/spool",
-    "/srv",
-    "/mnt",
-    "/media",
-];
+/// Where the program's work directory appears (the sandbox's root is its own, so it can be made).
+const WORK_MOUNT: &str = "/work";
+/// The host directories the program sees, read-only; nothing else of the host's filesystem is
+/// there (no `/root`, `/home`, `/run`, `/var`, repository or work root), so nothing needs masking.
+/// Binding a few directories instead of all of `/` and masking what must not be seen also makes
+/// a sandbox start ~30 % cheaper: bwrap re-reads the mount table for every read-only mount, and
+/// the host's `/` carries all its submounts.
+const SYSTEM: [&str; 2] = ["/usr", "/etc"];
+/// Symlinks into `/usr` on a merged-`/usr` host (recreated as such), directories elsewhere.
+const USR_ALIASES: [&str; 4] = ["/bin", "/sbin", "/lib", "/lib64"];
 const PRLIMIT: &str = "/usr/bin/prlimit";
 const OPEN_FILES: u32 = 256;
 
@@ -50,54 +41,78 @@ pub(crate) struct Extras {
     pub(crate) ro_binds: Vec<(String, String)>,
 }
 
+/// One piece of the host the sandbox shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shown {
+    /// A directory bound read-only at the same path.
+    Dir(PathBuf),
+    /// A symlink recreated inside (`path` -> `target`).
+    Link { path: PathBuf, target: PathBuf },
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Sandbox {
     bwrap: PathBuf,
+    shown: Vec<Shown>,
+    /// Our own directories inside a shown one, hidden behind an empty read-only tmpfs.
     masks: Vec<PathBuf>,
-    work_mount: &'static str,
 }
 
 impl Sandbox {
-    /// `private` are host directories of our own to hide as well (the repository, the work root);
-    /// `needed` are paths the sandbox must still reach (interpreters), never hidden.
+    /// `private` are host directories of our own that must not be seen (the repository, the
+    /// work root); `needed` are programs the sandbox must run (interpreters): one outside the
+    /// system directories is shown with its installation (the directory above its `bin/`).
     pub(crate) fn new(bwrap: PathBuf, private: &[PathBuf], needed: &[PathBuf]) -> Sandbox {
-        let mut masks: Vec<PathBuf> = Vec::new();
-        let candidates = HIDDEN
-            .iter()
-            .map(PathBuf::from)
-            .chain(private.iter().cloned());
-        for path in candidates {
-            let Ok(path) = path.canonicalize() else {
-                continue; // absent: nothing to hide
-            };
-            let hides_needed = needed.iter().any(|n| n.starts_with(&path));
-            let covered = masks.iter().any(|m| path.starts_with(m));
-            if path != Path::new("/") && path.is_dir() && !hides_needed && !covered {
-                masks.retain(|m| !m.starts_with(&path));
-                masks.push(path);
+        let mut shown: Vec<Shown> = Vec::new();
+        for alias in USR_ALIASES.iter().map(Path::new) {
+            match std::fs::read_link(alias) {
+                Ok(target) => shown.push(Shown::Link {
+                    path: alias.to_path_buf(),
+                    target,
+                }),
+                Err(_) if alias.is_dir() => shown.push(Shown::Dir(alias.to_path_buf())),
+                Err(_) => {} // absent
             }
         }
-        let work_mount = if Path::new(WORK_MOUNTS[0]).is_dir() {
-            WORK_MOUNTS[0]
-        } else {
-            WORK_MOUNTS[1]
-        };
+        shown.extend(
+            SYSTEM
+                .iter()
+                .map(PathBuf::from)
+                .filter(|dir| dir.is_dir())
+                .map(Shown::Dir),
+        );
+        for program in needed {
+            let Ok(program) = program.canonicalize() else {
+                continue; // not installed: the language is not offered anyway
+            };
+            if !visible(&shown, &program)
+                && let Some(installation) = installation_of(&program)
+            {
+                shown.retain(|s| !matches!(s, Shown::Dir(d) if d.starts_with(&installation)));
+                shown.push(Shown::Dir(installation));
+            }
+        }
+        let masks = private
+            .iter()
+            .filter_map(|path| path.canonicalize().ok())
+            .filter(|path| path.is_dir() && visible(&shown, path))
+            .collect();
         Sandbox {
             bwrap,
+            shown,
             masks,
-            work_mount,
         }
     }
 
     /// Where the program's work directory appears inside the sandbox.
     pub(crate) fn work_mount(&self) -> &'static str {
-        self.work_mount
+        WORK_MOUNT
     }
 
-    /// Whether `path` lies in a directory the sandbox hides.
+    /// Whether `path` cannot be seen from inside the sandbox.
     pub(crate) fn hides(&self, path: &Path) -> bool {
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        self.masks.iter().any(|mask| path.starts_with(mask))
+        !visible(&self.shown, &path) || self.masks.iter().any(|mask| path.starts_with(mask))
     }
 
     /// The full argv: bwrap, then prlimit, then the program. `command` is the language's argv
@@ -124,9 +139,6 @@ impl Sandbox {
             "--new-session",     // no TIOCSTI into a terminal
             "--cap-drop",
             "ALL",
-            "--ro-bind",
-            "/",
-            "/",
             "--proc",
             "/proc", // this pid namespace only: no other process's environ or cmdline
             "--dev",
@@ -143,6 +155,19 @@ impl Sandbox {
         if extras.share_net {
             argv.push("--share-net".into());
         }
+        for shown in &self.shown {
+            match shown {
+                Shown::Dir(dir) => {
+                    let dir = dir.to_string_lossy().into_owned();
+                    argv.extend(["--ro-bind".into(), dir.clone(), dir]);
+                }
+                Shown::Link { path, target } => argv.extend([
+                    "--symlink".into(),
+                    target.to_string_lossy().into_owned(),
+                    path.to_string_lossy().into_owned(),
+                ]),
+            }
+        }
         for mask in &self.masks {
             let mask = mask.to_string_lossy().into_owned();
             argv.extend(["--tmpfs".into(), mask.clone(), "--remount-ro".into(), mask]);
@@ -150,13 +175,15 @@ impl Sandbox {
         for (host, inside) in &extras.ro_binds {
             argv.extend(["--ro-bind".into(), host.clone(), inside.clone()]);
         }
-        // Last, so it lands on top of any mask above it (the repository may contain /work).
         argv.extend([
             "--bind".into(),
             work.to_string_lossy().into_owned(),
-            self.work_mount.into(),
+            WORK_MOUNT.into(),
+            // Last of the mounts: the sandbox's own root (mount points and symlinks) read-only.
+            "--remount-ro".into(),
+            "/".into(),
             "--chdir".into(),
-            self.work_mount.into(),
+            WORK_MOUNT.into(),
         ]);
         for (key, value) in env {
             argv.extend(["--setenv".into(), key.clone(), value.clone()]);
@@ -217,6 +244,25 @@ impl Sandbox {
     }
 }
 
+/// Whether `path` lies in (or is) something the sandbox shows.
+fn visible(shown: &[Shown], path: &Path) -> bool {
+    shown.iter().any(|s| match s {
+        Shown::Dir(dir) => path.starts_with(dir),
+        Shown::Link { path: link, .. } => path.starts_with(link),
+    })
+}
+
+/// The directory a program is installed in: the one above its `bin/` (so its libraries come
+/// along, as for `~/.pyenv/versions/3.11.7/bin/python3`), else its own directory.
+fn installation_of(program: &Path) -> Option<PathBuf> {
+    let dir = program.parent()?;
+    let installation = match dir.file_name() {
+        Some(name) if name == "bin" => dir.parent()?,
+        _ => dir,
+    };
+    (installation != Path::new("/")).then(|| installation.to_path_buf())
+}
+
 /// The program's environment: a fixed base, then the language's own variables.
 pub(crate) fn program_env(language: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = [
@@ -229,4 +275,97 @@ pub(crate) fn program_env(language: &BTreeMap<String, String>) -> BTreeMap<Strin
     .collect();
     env.extend(language.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn limits() -> ExecutionLimits {
+        ExecutionLimits {
+            timeout_seconds: 5,
+            memory_mb: 64,
+            max_processes: 8,
+            max_output_bytes: 1024,
+            max_file_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn only_the_system_directories_and_needed_installations_are_shown() {
+        let base = std::env::temp_dir().join(format!("kiln-sandbox-{}", uuid::Uuid::now_v7()));
+        let interpreter = base.join("versions/3.11/bin/python3");
+        let private = base.join("versions/3.11/secrets");
+        std::fs::create_dir_all(interpreter.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::write(&interpreter, b"").unwrap();
+        let elsewhere = base.join("repo");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+
+        let sandbox = Sandbox::new(
+            "/usr/bin/bwrap".into(),
+            &[private.clone(), elsewhere.clone()],
+            &[
+                interpreter.clone(),
+                "/usr/bin/env".into(),
+                "/no/such/lang".into(),
+            ],
+        );
+        let argv = sandbox.argv(
+            Path::new("/w"),
+            &BTreeMap::new(),
+            &limits(),
+            &["/bin/true".into()],
+            &Extras::default(),
+        );
+        let joined = argv.join(" ");
+        let installation = base.join("versions/3.11").display().to_string();
+        assert!(!joined.contains("--ro-bind / /"), "{joined}");
+        assert!(
+            joined.contains("--ro-bind /usr /usr --ro-bind /etc /etc"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(&format!("--ro-bind {installation} {installation}")),
+            "{joined}"
+        );
+        // Our own directory inside a shown installation is masked; one outside is simply absent.
+        let private = private.display().to_string();
+        assert!(
+            joined.contains(&format!("--tmpfs {private} --remount-ro {private}")),
+            "{joined}"
+        );
+        assert!(
+            !joined.contains(&elsewhere.display().to_string()),
+            "{joined}"
+        );
+        assert!(!joined.contains("/no/such"), "{joined}");
+        // The root is made read-only after the last mount point was made in it.
+        assert!(
+            joined.contains("--bind /w /work --remount-ro / --chdir /work"),
+            "{joined}"
+        );
+
+        assert!(sandbox.hides(&elsewhere));
+        assert!(sandbox.hides(Path::new(&private)));
+        assert!(sandbox.hides(Path::new("/root")));
+        assert!(!sandbox.hides(&interpreter));
+        assert!(!sandbox.hides(Path::new("/usr/bin/env")));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn an_installation_is_the_directory_above_bin() {
+        assert_eq!(
+            installation_of(Path::new("/opt/py/bin/python3")),
+            Some(PathBuf::from("/opt/py"))
+        );
+        assert_eq!(
+            installation_of(Path::new("/opt/tool/tool")),
+            Some(PathBuf::from("/opt/tool"))
+        );
+        assert_eq!(installation_of(Path::new("/bin/true")), None);
+    }
 }
