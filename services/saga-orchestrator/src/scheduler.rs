@@ -15,7 +15,7 @@
 //! publish is retried from MongoDB (by this loop) rather than leaving the saga scheduled with no
 //! executor coming. k8s-worker's create is idempotent, so a re-published command is harmless.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -303,7 +303,7 @@ impl Scheduler {
     async fn republish(&self) -> Result<(), StoreError> {
         let stale_ms = i64::try_from(STALE_OUTBOX.as_millis()).unwrap_or(i64::MAX);
         let older_than = DateTime::from_millis(DateTime::now().timestamp_millis() - stale_ms);
-        let published: Vec<String> = {
+        let published: HashSet<String> = {
             let mut published = self.published_lock();
             let now = Instant::now();
             published.retain(|_, forget_at| *forget_at > now);
@@ -313,7 +313,7 @@ impl Scheduler {
         for pending in self
             .saga
             .store
-            .with_pending_outbox(older_than, published)
+            .with_pending_outbox(older_than, &published)
             .await?
         {
             if pending.outbox.is_empty() {
