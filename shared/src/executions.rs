@@ -10,6 +10,14 @@ use crate::events::{ErrorType, ExecutionStatus, ResourceUsage};
 
 pub const EXECUTIONS_COLLECTION: &str = "executions";
 
+/// The `$unset` that drops the api's outbox (`outbox`, `outbox_at`). The result-processor's first
+/// projection of an execution carries it: an execution the saga scheduled (or ended) was surely
+/// announced, and clearing the mark in that write instead of one of its own after the publish
+/// saves the busiest collection a write per execution. A mark that outlives the api relay's
+/// threshold (a failed publish, or an execution still queued) is re-announced once by the relay,
+/// which then clears it; the saga is created once per execution either way.
+pub const CLEAR_OUTBOX: [&str; 2] = ["outbox", "outbox_at"];
+
 /// Status order: a status only ever moves to a higher rank; all terminal statuses share the top.
 pub fn status_rank(status: ExecutionStatus) -> u8 {
     match status {
@@ -98,7 +106,8 @@ pub struct ExecutionDoc {
     /// Agent executions: what the agent reported, stored with the terminal result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_result: Option<crate::agents::AgentReport>,
-    /// The api's outbox: the `execution_requested` event (JSON) until Kafka acknowledged it.
+    /// The api's outbox: the `execution_requested` event (JSON) until the execution is known
+    /// to have been received ([`CLEAR_OUTBOX`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox: Option<String>,
     /// Set with `outbox`; a sparse index finds executions whose announcement is overdue.

@@ -83,8 +83,8 @@ impl AppState {
         }
         let redis_client =
             redis::Client::open(config.redis.url.expose_secret()).map_err(StateError::RedisUrl)?;
-        // Off the latency path (outbox marks cleared after the publish): batches linger so a
-        // busy api clears many marks per command.
+        // Off the latency path (outbox marks cleared after the relay re-announced them):
+        // batches linger so one command clears many marks.
         let execution_updates = shared::mongo::batch::UpdateBatcher::spawn_lingering(
             db.clone(),
             shared::executions::EXECUTIONS_COLLECTION,

@@ -12,7 +12,9 @@
 use mongodb::bson::{self, DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use shared::events::{Event, EventPayload, ExecutionOutcome, ExecutionStatus};
-use shared::executions::{EXECUTIONS_COLLECTION, ExecutionDoc, status_name, statuses_below};
+use shared::executions::{
+    CLEAR_OUTBOX, EXECUTIONS_COLLECTION, ExecutionDoc, status_name, statuses_below,
+};
 use shared::mongo::batch::{BatchError, UpdateBatcher};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,12 +112,17 @@ impl ExecutionStore {
     }
 }
 
-/// The conditional update that moves `id` to `status` unless it is there or beyond already.
+/// The conditional update that moves `id` to `status` unless it is there or beyond already; it
+/// also drops the api's outbox (see [`CLEAR_OUTBOX`]).
 fn advance_statement(id: &str, status: ExecutionStatus, mut set: Document) -> (Document, Document) {
     set.insert("status", status_name(status));
+    let unset: Document = CLEAR_OUTBOX
+        .iter()
+        .map(|field| (field.to_string(), "".into()))
+        .collect();
     (
         doc! { "_id": id, "status": { "$in": statuses_below(status) } },
-        doc! { "$set": set },
+        doc! { "$set": set, "$unset": unset },
     )
 }
 

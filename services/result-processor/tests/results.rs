@@ -146,13 +146,16 @@ impl Harness {
             },
             agent: None,
         };
-        let doc = ExecutionDoc::queued(
+        let mut doc = ExecutionDoc::queued(
             id.to_owned(),
             "user-1".into(),
             &request,
             None,
             bson::DateTime::now(),
         );
+        // With the api's announcement mark, which the first projection drops.
+        doc.outbox = Some("{}".into());
+        doc.outbox_at = Some(bson::DateTime::now());
         self.db
             .collection::<ExecutionDoc>(EXECUTIONS_COLLECTION)
             .insert_one(&doc)
@@ -328,6 +331,11 @@ async fn a_run_is_projected_stored_once_and_streamed_in_order() {
             .is_some_and(|doc| doc.status == ExecutionStatus::Running)
     })
     .await;
+    let projected = h.get(&id).await.unwrap();
+    assert!(
+        projected.outbox.is_none() && projected.outbox_at.is_none(),
+        "the projection drops the api's announcement mark"
+    );
     let doc = h.get(&id).await.unwrap();
     assert!(doc.scheduled_at.is_some());
     assert_eq!(

@@ -1,10 +1,13 @@
 //! The api's outbox for `execution_requested`: an accepted execution is always announced.
 //!
 //! The api inserts the execution together with the event that announces it (`outbox`, marked by
-//! `outbox_at`), publishes the event, then clears the mark. A crash or a Kafka outage between
-//! the insert and the publish leaves the mark, and this relay (on every api replica) publishes
-//! the event later. The event keeps its `event_id`, so a second copy (the relay racing a slow
-//! publish, or two replicas) changes nothing: the saga is created once per execution.
+//! `outbox_at`), then publishes the event. The mark goes with the result-processor's first
+//! projection of the execution (`shared::executions::CLEAR_OUTBOX`), not with a write of its own.
+//! A crash or a Kafka outage between the insert and the publish leaves the mark, and this relay
+//! (on every api replica) publishes the event later and clears it. An execution still queued
+//! after [`STALE_AFTER`] keeps its mark too and is announced a second time, once. The event keeps
+//! its `event_id`, so a second copy (the relay racing a slow publish, a queued execution, two
+//! replicas) changes nothing: the saga is created once per execution.
 
 use std::time::Duration;
 
@@ -13,14 +16,15 @@ use mongodb::bson::{self, DateTime, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 use shared::events::Event;
-use shared::executions::EXECUTIONS_COLLECTION;
+use shared::executions::{CLEAR_OUTBOX, EXECUTIONS_COLLECTION};
 use shared::kafka::EventProducer;
 use shared::mongo::batch::UpdateBatcher;
 use tokio_util::sync::CancellationToken;
 
 /// How often the relay looks for unannounced executions.
 pub const SCAN_EVERY: Duration = Duration::from_secs(2);
-/// A mark younger than this belongs to a request still publishing it.
+/// A mark younger than this belongs to a request still publishing it, or to an execution not
+/// yet scheduled.
 pub const STALE_AFTER: Duration = Duration::from_secs(5);
 /// Executions re-announced per scan at the most.
 const PER_SCAN: i64 = 200;
@@ -38,8 +42,8 @@ pub fn index() -> IndexModel {
         .build()
 }
 
-/// Clears the mark once the event is acknowledged. Not awaited by the request: if it is lost,
-/// the relay publishes the event again (harmlessly) and clears it then.
+/// Clears the mark of an event the relay published. Not awaited: if it is lost, the relay
+/// publishes the event again (harmlessly) and clears it then.
 pub fn clear_mark(updates: &UpdateBatcher, id: &str) {
     let updates = updates.clone();
     let id = id.to_owned();
@@ -47,7 +51,7 @@ pub fn clear_mark(updates: &UpdateBatcher, id: &str) {
         let cleared = updates
             .update_one(
                 doc! { "_id": &id },
-                doc! { "$unset": { "outbox": "", "outbox_at": "" } },
+                doc! { "$unset": { CLEAR_OUTBOX[0]: "", CLEAR_OUTBOX[1]: "" } },
             )
             .await;
         if let Err(error) = cleared {
@@ -72,7 +76,7 @@ pub async fn run(
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 count = n,
-                "announced executions whose request was not published"
+                "announced executions still marked after the relay's threshold (their publish failed, or they are still queued)"
             ),
             Err(error) => tracing::warn!(%error, "request relay scan failed; retrying"),
         }
@@ -87,10 +91,11 @@ pub async fn relay_once(
 ) -> Result<usize, mongodb::error::Error> {
     let stale_ms = i64::try_from(STALE_AFTER.as_millis()).unwrap_or(i64::MAX);
     let older_than = DateTime::from_millis(DateTime::now().timestamp_millis() - stale_ms);
+    let [outbox, mark] = CLEAR_OUTBOX;
     let pending: Vec<Document> = db
         .collection::<Document>(EXECUTIONS_COLLECTION)
-        .find(doc! { "outbox_at": { "$lt": older_than } })
-        .projection(doc! { "outbox": 1 })
+        .find(doc! { mark: { "$lt": older_than } })
+        .projection(doc! { outbox: 1 })
         .limit(PER_SCAN)
         .await?
         .try_collect()
@@ -101,7 +106,7 @@ pub async fn relay_once(
             continue;
         };
         let event = execution
-            .get_str("outbox")
+            .get_str(outbox)
             .ok()
             .and_then(|json| Event::from_json(Some(json.as_bytes())).ok());
         let Some(event) = event else {

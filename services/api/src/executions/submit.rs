@@ -229,13 +229,11 @@ pub async fn submit(
         return Ok(existing(&found));
     }
 
-    match state.producer.publish(&event).await {
-        Ok(_) => super::relay::clear_mark(&state.execution_updates, &id),
-        // Accepted all the same: the execution is stored with its announcement, which the relay
-        // publishes once Kafka takes it.
-        Err(error) => {
-            tracing::warn!(execution_id = %id, error.cause_chain = %shared::errors::display_chain(&error), "publishing execution_requested failed; the relay will retry");
-        }
+    // The mark stays: the result-processor's first projection of the execution drops it (see
+    // `relay`). On failure the execution is accepted all the same: it is stored with its
+    // announcement, which the relay publishes once Kafka takes it.
+    if let Err(error) = state.producer.publish(&event).await {
+        tracing::warn!(execution_id = %id, error.cause_chain = %shared::errors::display_chain(&error), "publishing execution_requested failed; the relay will retry");
     }
     tracing::info!(execution_id = %id, "execution queued");
     Ok((
