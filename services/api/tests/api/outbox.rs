@@ -34,6 +34,28 @@ async fn mark_cleared(app: &TestApp, id: &str) -> bool {
     false
 }
 
+/// The relay as an api replica runs it: its own producer and mark batcher.
+struct Relay {
+    producer: EventProducer,
+    updates: UpdateBatcher,
+}
+
+impl Relay {
+    fn new(app: &TestApp) -> Self {
+        Self {
+            producer: EventProducer::new(&app.config.kafka, "relay-test").unwrap(),
+            updates: UpdateBatcher::spawn(app.db.clone(), EXECUTIONS_COLLECTION, 16),
+        }
+    }
+
+    /// One scan; how many executions it announced.
+    async fn once(&self, app: &TestApp) -> usize {
+        relay::relay_once(&app.db, &self.producer, &self.updates)
+            .await
+            .unwrap()
+    }
+}
+
 /// A published request keeps its mark: the result-processor's first projection drops it (no
 /// write of the api's own), and the relay leaves it alone while it is young.
 #[tokio::test]
@@ -52,12 +74,8 @@ async fn a_published_request_keeps_its_mark_for_the_first_projection() {
     assert_eq!(events.len(), 1, "published once");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(execution(&app, id).await.contains_key("outbox_at"));
-    let producer = EventProducer::new(&app.config.kafka, "relay-test").unwrap();
-    let updates = UpdateBatcher::spawn(app.db.clone(), EXECUTIONS_COLLECTION, 16);
     assert_eq!(
-        relay::relay_once(&app.db, &producer, &updates)
-            .await
-            .unwrap(),
+        Relay::new(&app).once(&app).await,
         0,
         "younger than the relay's threshold"
     );
@@ -92,22 +110,11 @@ async fn a_failed_publish_is_relayed_later_with_the_same_event() {
     )
     .await
     .unwrap();
-    let producer = EventProducer::new(&app.config.kafka, "relay-test").unwrap();
-    let updates = UpdateBatcher::spawn(app.db.clone(), EXECUTIONS_COLLECTION, 16);
+    let replica = Relay::new(&app);
     // Younger than the relay's threshold: a request may still be publishing it.
-    assert_eq!(
-        relay::relay_once(&app.db, &producer, &updates)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(replica.once(&app).await, 0);
     tokio::time::sleep(relay::STALE_AFTER + Duration::from_millis(200)).await;
-    assert_eq!(
-        relay::relay_once(&app.db, &producer, &updates)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(replica.once(&app).await, 1);
     assert!(mark_cleared(&app, &id).await);
 
     let events = app
