@@ -35,6 +35,21 @@ async fn hello_in_python_node_and_bash() {
     }
 }
 
+/// The program runs in its own pid namespace, behind bubblewrap: its CPU time must still be
+/// counted (getrusage of the runner's children saw only bubblewrap's few milliseconds).
+#[tokio::test]
+async fn cpu_time_counts_the_program_itself() {
+    let rt = runtime().await;
+    let busy = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo $i";
+    let done = run(&rt, &spec("bash", busy)).await;
+    assert_eq!(done.stdout(), "200000\n", "{}", done.stderr());
+    let (cpu, wall) = (done.result.cpu_ms, done.result.wall_ms);
+    assert!(
+        cpu >= 100 && cpu * 2 >= wall,
+        "cpu {cpu} ms over {wall} ms of wall time"
+    );
+}
+
 #[tokio::test]
 #[ignore = "slow: go run builds the standard library in every fresh sandbox (empty GOCACHE); measured 17.7 s on 2 cores, and it needs 1 GiB (the 256 MiB default OOM-kills the compiler)"]
 async fn hello_in_go() {

@@ -2,6 +2,10 @@
 //! controller (so limits of an enclosing cgroup still apply), enters it just long enough to spawn
 //! the program (every descendant inherits it, with no `pre_exec` and no unsafe code), then moves
 //! itself back out so its own threads never count against the program's pids limit.
+//!
+//! Where `cpuacct` is mounted, a third group counts the program's CPU time: the sandbox's
+//! processes live in their own pid namespace, whose init is never waited for by the runner, so
+//! `getrusage(RUSAGE_CHILDREN)` saw bubblewrap's few milliseconds and not the program's.
 
 use std::fs;
 use std::io;
@@ -45,12 +49,15 @@ struct Group {
 pub(crate) struct Cgroups {
     memory: Option<Group>,
     pids: Option<Group>,
+    cpuacct: Option<Group>,
 }
 
 /// What the cgroups observed, read before they are removed.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct CgroupStats {
     pub(crate) peak_memory_kb: Option<u64>,
+    /// CPU time of every process that ran in the program's cgroup.
+    pub(crate) cpu_ms: Option<u64>,
     pub(crate) oom_kills: u64,
     pub(crate) memory_failcnt: u64,
     pub(crate) pids_limited: bool,
@@ -78,6 +85,14 @@ impl Cgroups {
             group.write("pids.max", max)?;
             groups.pids = Some(group);
         }
+        if groups.memory.is_some() || groups.pids.is_some() {
+            groups.cpuacct = match Group::create("cpuacct", name) {
+                Ok(group) => Some(group),
+                // Accounting only: without the controller, CPU time comes from getrusage.
+                Err(CgroupError::NotMounted(_)) => None,
+                Err(error) => return Err(error),
+            };
+        }
         for group in groups.all() {
             group.write("cgroup.procs", std::process::id())?;
         }
@@ -85,7 +100,10 @@ impl Cgroups {
     }
 
     fn all(&self) -> impl Iterator<Item = &Group> {
-        self.memory.iter().chain(self.pids.iter())
+        self.memory
+            .iter()
+            .chain(self.pids.iter())
+            .chain(self.cpuacct.iter())
     }
 
     /// Moves the runner back to where it came from (the program stays).
@@ -128,6 +146,9 @@ impl Cgroups {
         }
         if let Some(pids) = &self.pids {
             stats.pids_limited = pids.read_key("pids.events", "max").unwrap_or(0) > 0;
+        }
+        if let Some(cpuacct) = &self.cpuacct {
+            stats.cpu_ms = cpuacct.read_u64("cpuacct.usage").map(|ns| ns / 1_000_000);
         }
         stats
     }

@@ -231,6 +231,9 @@ fn execute(paths: &StatePaths, result: &mut RunnerResult) -> Result<(), RunError
         if let Some(peak) = stats.peak_memory_kb {
             result.peak_memory_kb = peak;
         }
+        if let Some(cpu_ms) = stats.cpu_ms {
+            result.cpu_ms = cpu_ms;
+        }
         // The OOM killer's SIGKILL is what bubblewrap-like wrappers report as exit code 137.
         let killed = result.signal == Some(9) || result.exit_code == Some(128 + 9);
         result.oom_killed = stats.oom_kills > 0 || (stats.memory_failcnt > 0 && killed);
