@@ -10,13 +10,22 @@ use crate::events::{ErrorType, ExecutionStatus, ResourceUsage};
 
 pub const EXECUTIONS_COLLECTION: &str = "executions";
 
-/// The `$unset` that drops the api's outbox (`outbox`, `outbox_at`). The result-processor's first
-/// projection of an execution carries it: an execution the saga scheduled (or ended) was surely
-/// announced, and clearing the mark in that write instead of one of its own after the publish
-/// saves the busiest collection a write per execution. A mark that outlives the api relay's
-/// threshold (a failed publish, or an execution still queued) is re-announced once by the relay,
-/// which then clears it; the saga is created once per execution either way.
-pub const CLEAR_OUTBOX: [&str; 2] = ["outbox", "outbox_at"];
+/// The api's outbox fields: the announcing event (`outbox`) and its mark (`outbox_at`). The
+/// result-processor's first projection of an execution drops them ([`clear_outbox`]): an
+/// execution the saga scheduled (or ended) was surely announced, and clearing the mark in that
+/// write instead of one of its own after the publish saves the busiest collection a write per
+/// execution. A mark that outlives the api relay's threshold (a failed publish, or an execution
+/// still queued) is re-announced once by the relay, which then clears it; the saga is created
+/// once per execution either way.
+pub const OUTBOX_FIELDS: [&str; 2] = ["outbox", "outbox_at"];
+
+/// The body of the `$unset` that drops [`OUTBOX_FIELDS`].
+pub fn clear_outbox() -> mongodb::bson::Document {
+    OUTBOX_FIELDS
+        .iter()
+        .map(|field| ((*field).to_owned(), "".into()))
+        .collect()
+}
 
 /// Status order: a status only ever moves to a higher rank; all terminal statuses share the top.
 pub fn status_rank(status: ExecutionStatus) -> u8 {
@@ -107,7 +116,7 @@ pub struct ExecutionDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_result: Option<crate::agents::AgentReport>,
     /// The api's outbox: the `execution_requested` event (JSON) until the execution is known
-    /// to have been received ([`CLEAR_OUTBOX`]).
+    /// to have been received ([`clear_outbox`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox: Option<String>,
     /// Set with `outbox`; a sparse index finds executions whose announcement is overdue.

@@ -6,8 +6,9 @@
 //! periodic pass over every live executor publishes their new output (at most every
 //! `monitor.output_flush_interval_ms`) and notices runners that died; where inotify is not
 //! available that pass, every `monitor.poll_interval_ms`, is all there is. A restart resumes
-//! exactly where the acknowledged events end (at-least-once: an event published but not yet recorded is published again, and
-//! consumers de-duplicate on `seq` and on the first terminal result).
+//! exactly where the acknowledged events end (at-least-once: an event published but not yet
+//! recorded is published again, and consumers de-duplicate on `seq` and on the first terminal
+//! result).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -275,10 +276,7 @@ impl Monitor {
                 }
             },
             Err(error) => {
-                // Not there (a name reported for something already deleted) is not worth a word.
-                if error.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(execution_id = %dir.execution_id, %error, "unreadable monitor state");
-                }
+                tracing::warn!(execution_id = %dir.execution_id, %error, "unreadable monitor state");
                 false
             }
         }

@@ -13,7 +13,7 @@ use mongodb::bson::{self, DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use shared::events::{Event, EventPayload, ExecutionOutcome, ExecutionStatus};
 use shared::executions::{
-    CLEAR_OUTBOX, EXECUTIONS_COLLECTION, ExecutionDoc, status_name, statuses_below,
+    EXECUTIONS_COLLECTION, ExecutionDoc, clear_outbox, status_name, statuses_below,
 };
 use shared::mongo::batch::{BatchError, UpdateBatcher};
 
@@ -113,16 +113,12 @@ impl ExecutionStore {
 }
 
 /// The conditional update that moves `id` to `status` unless it is there or beyond already; it
-/// also drops the api's outbox (see [`CLEAR_OUTBOX`]).
+/// also drops the api's outbox (see [`clear_outbox`]).
 fn advance_statement(id: &str, status: ExecutionStatus, mut set: Document) -> (Document, Document) {
     set.insert("status", status_name(status));
-    let unset: Document = CLEAR_OUTBOX
-        .iter()
-        .map(|field| (field.to_string(), "".into()))
-        .collect();
     (
         doc! { "_id": id, "status": { "$in": statuses_below(status) } },
-        doc! { "$set": set, "$unset": unset },
+        doc! { "$set": set, "$unset": clear_outbox() },
     )
 }
 

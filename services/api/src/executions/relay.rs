@@ -2,7 +2,7 @@
 //!
 //! The api inserts the execution together with the event that announces it (`outbox`, marked by
 //! `outbox_at`), then publishes the event. The mark goes with the result-processor's first
-//! projection of the execution (`shared::executions::CLEAR_OUTBOX`), not with a write of its own.
+//! projection of the execution (`shared::executions::clear_outbox`), not with a write of its own.
 //! A crash or a Kafka outage between the insert and the publish leaves the mark, and this relay
 //! (on every api replica) publishes the event later and clears it. An execution still queued
 //! after [`STALE_AFTER`] keeps its mark too and is announced a second time, once. The event keeps
@@ -16,7 +16,7 @@ use mongodb::bson::{self, DateTime, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 use shared::events::Event;
-use shared::executions::{CLEAR_OUTBOX, EXECUTIONS_COLLECTION};
+use shared::executions::{EXECUTIONS_COLLECTION, OUTBOX_FIELDS, clear_outbox};
 use shared::kafka::EventProducer;
 use shared::mongo::batch::UpdateBatcher;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ const PER_SCAN: i64 = 200;
 /// The sparse index that finds marked executions without scanning the rest.
 pub fn index() -> IndexModel {
     IndexModel::builder()
-        .keys(doc! { "outbox_at": 1 })
+        .keys(doc! { OUTBOX_FIELDS[1]: 1 })
         .options(
             IndexOptions::builder()
                 .name("pending_request".to_owned())
@@ -49,10 +49,7 @@ pub fn clear_mark(updates: &UpdateBatcher, id: &str) {
     let id = id.to_owned();
     tokio::spawn(async move {
         let cleared = updates
-            .update_one(
-                doc! { "_id": &id },
-                doc! { "$unset": { CLEAR_OUTBOX[0]: "", CLEAR_OUTBOX[1]: "" } },
-            )
+            .update_one(doc! { "_id": &id }, doc! { "$unset": clear_outbox() })
             .await;
         if let Err(error) = cleared {
             tracing::debug!(execution_id = %id, %error, "clearing the request mark failed; the relay will");
@@ -91,7 +88,7 @@ pub async fn relay_once(
 ) -> Result<usize, mongodb::error::Error> {
     let stale_ms = i64::try_from(STALE_AFTER.as_millis()).unwrap_or(i64::MAX);
     let older_than = DateTime::from_millis(DateTime::now().timestamp_millis() - stale_ms);
-    let [outbox, mark] = CLEAR_OUTBOX;
+    let [outbox, mark] = OUTBOX_FIELDS;
     let pending: Vec<Document> = db
         .collection::<Document>(EXECUTIONS_COLLECTION)
         .find(doc! { mark: { "$lt": older_than } })
