@@ -100,9 +100,8 @@ impl ResultHandler {
                     started.started_at,
                 )
                 .await?;
-                let at = DateTime::from_chrono(started.started_at);
                 store
-                    .advance(id, ExecutionStatus::Running, doc! { "started_at": at })
+                    .started(id, DateTime::from_chrono(started.started_at))
                     .await?;
                 Ok(())
             }

@@ -70,6 +70,24 @@ impl ExecutionStore {
         Ok(())
     }
 
+    /// The `running` projection: status and `started_at`. `execution_started` and the terminal
+    /// event travel on different topics, so after a backlog (a slow consumer-group join) the
+    /// terminal one can be handled first; the status then stays terminal, but the start time
+    /// is still recorded (a second statement, for a document without one). Both may linger and
+    /// usually share one command.
+    pub async fn started(&self, id: &str, at: DateTime) -> Result<(), StoreError> {
+        let (filter, update) =
+            advance_statement(id, ExecutionStatus::Running, doc! { "started_at": at });
+        let late = self.updates.update_one(
+            doc! { "_id": id, "started_at": null },
+            doc! { "$set": { "started_at": at } },
+        );
+        let (advanced, filled) = tokio::join!(self.updates.update_one(filter, update), late);
+        advanced?;
+        filled?;
+        Ok(())
+    }
+
     /// Writes the terminal result of `event` if the execution is not terminal yet. Which event's
     /// result is stored is read back from the document (`result_event_id`).
     pub async fn store_terminal(

@@ -547,3 +547,35 @@ async fn a_result_for_a_missing_execution_fails_and_is_dead_lettered() {
     assert!(h.get(&id).await.is_none());
     h.cleanup().await;
 }
+
+/// After a backlog the terminal event can be handled before `execution_started` (they travel on
+/// different topics): the result stays, and the start time is recorded all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_handled_after_the_result_still_records_its_time() {
+    let h = Harness::new().await;
+    let id = uuid::Uuid::now_v7().to_string();
+    h.insert(&id).await;
+    h.publish(&event(
+        &id,
+        EventPayload::ExecutionCompleted(ExecutionFinished { outcome: outcome() }),
+    ))
+    .await;
+    h.eventually("result_stored", || async {
+        !h.collected.of(EventType::ResultStored, &id).is_empty()
+    })
+    .await;
+    h.publish(&event(
+        &id,
+        EventPayload::ExecutionStarted(ExecutionStarted {
+            executor: format!("executor-{id}"),
+            started_at: Utc::now(),
+        }),
+    ))
+    .await;
+    h.eventually("the start time", || async {
+        h.get(&id).await.is_some_and(|doc| doc.started_at.is_some())
+    })
+    .await;
+    assert_eq!(h.get(&id).await.unwrap().status, ExecutionStatus::Completed);
+    h.cleanup().await;
+}
